@@ -1,0 +1,22 @@
+# Two entry points, both self-contained on a fresh machine with Python 3.11 and pip:
+#   make run    set up .venv and run the default experiment (configs/default.py)
+#   make test   set up .venv with the test extra and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+ARGS ?=
+PYTEST_ARGS ?=
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+.PHONY: setup run test
+setup: $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(VENV)/bin/python launch.py $(ARGS)
+
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -n 2 -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -1,0 +1,1 @@
+"""Looking inside trained models and runs: curves and attention figures."""

@@ -1,0 +1,314 @@
+"""Chunked exact attention: blockwise online softmax in O(sequence) memory.
+
+Same numbers as the dense path (``dot_product.py``) for every option, computed block by
+block (Rabe & Staats 2021; Dao et al. 2022, FlashAttention-2's loop order):
+
+* forward: for each query block, a loop over the key/value blocks that can be live
+  keeps the running max ``m``, normaliser ``l`` and unnormalised output; only
+  ``out`` and the log-sum-exp ``lse`` (O(T)) are saved;
+* backward (``jax.custom_vjp``): for each key/value block, a loop over the live query
+  blocks recomputes the probabilities from ``lse`` and accumulates ``dk``, ``dv`` and
+  ``dq`` (a carried ``[.., T, D]`` buffer), plus gradients of the bias, ALiBi slopes and
+  T5 table. No ``[T, S]`` residual exists;
+* masks, position biases and dropout are built per block from positions
+  (``_common.block_logits``), never as ``[T, S]`` arrays (except a user ``mask``/``bias``,
+  which is only sliced);
+* blocks that causal, window and length masks make entirely empty are not visited: the
+  loops run over a computed ``[lo, hi)`` range, so a window of width ``w`` costs
+  ``O(T * (w + block))``, not ``O(T * S)``;
+* any ``T`` and ``S``: inputs are padded to block multiples and padded keys masked.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from attnjax.kernels import _common
+
+# Defaults from experiments/benchmarks/attention_bench.py on a 2-core CPU.
+DEFAULT_BLOCK_Q = 512
+DEFAULT_BLOCK_KV = 512
+
+
+def _round_up(x: int, m: int) -> int:
+  return -(-x // m) * m
+
+
+def default_blocks(p: _common.Problem, block_q: int | None, block_kv: int | None, *,
+                   fn: str = "chunked_attention") -> tuple[int, int]:
+  """Validated block sizes; defaults shrink to the (8-rounded) sequence length."""
+  for name, b in (("block_q", block_q), ("block_kv", block_kv)):
+    if b is not None and (not isinstance(b, int) or isinstance(b, bool) or b <= 0):
+      raise ValueError(f"{fn}: {name} must be a positive int, got {b!r}")
+  bq = block_q or min(DEFAULT_BLOCK_Q, _round_up(p.q_len, 8))
+  bk = block_kv or min(DEFAULT_BLOCK_KV, _round_up(p.kv_len, 8))
+  return bq, bk
+
+
+def run_chunked(p: _common.Problem, choice: Any) -> tuple[jax.Array, jax.Array]:
+  """Dispatch entry: ``(out [B, K, G, T, Dv], lse [B, K, G, T])`` in the compute dtype."""
+  return chunked_core(p, choice.block_q, choice.block_kv)
+
+
+def _pad_axis(x: jax.Array | None, axis: int, size: int, value: Any = 0,
+              broadcast: bool = False) -> jax.Array | None:
+  """Pads ``axis`` to ``size``; with ``broadcast``, a size-1 axis stays (it broadcasts)."""
+  if x is None or x.shape[axis] == size or (broadcast and x.shape[axis] == 1):
+    return x
+  widths = [(0, 0)] * x.ndim
+  widths[axis] = (0, size - x.shape[axis])
+  return jnp.pad(x, widths, constant_values=value)
+
+
+def chunked_core(p: _common.Problem, block_q: int, block_kv: int) -> tuple[jax.Array, jax.Array]:
+  """Pads to block multiples, runs the custom-VJP kernel, and crops.
+
+  Returns:
+    ``(out [B, K, G, T, Dv], lse [B, K, G, T])`` in the compute dtype.
+  """
+  t, s = p.q_len, p.kv_len
+  tp, sp = _round_up(t, block_q), _round_up(s, block_kv)
+  pp = p.replace(
+      query=_pad_axis(p.query, 3, tp), key=_pad_axis(p.key, 2, sp),
+      value=_pad_axis(p.value, 2, sp),
+      bias=_pad_axis(_pad_axis(p.bias, 3, tp, broadcast=True), 4, sp, broadcast=True),
+      mask=_pad_axis(_pad_axis(p.mask, 3, tp, False, True), 4, sp, False, True),
+      q_segment_ids=_pad_axis(p.q_segment_ids, 1, tp, -1),
+      kv_segment_ids=_pad_axis(p.kv_segment_ids, 1, sp, -2))
+  kv_limit = s if sp != s else None
+  out, lse = _flash(pp, block_q, block_kv, kv_limit)
+  return out[..., :t, :], lse[..., :t]
+
+
+# ------------------------------------------------------------------------- block ranges
+
+
+def _reach(p: _common.Problem) -> tuple[int | None, int | None]:
+  """How far left/right of its diagonal a query may look (None = unbounded)."""
+  left = right = None
+  if p.causal:
+    right = 0
+  if p.window is not None:
+    left = p.window[0]
+    right = p.window[1] if right is None else min(right, p.window[1])
+  return left, right
+
+
+def _kv_range(p: _common.Problem, i: jax.Array, bq: int, bk: int,
+              nk: int) -> tuple[jax.Array, jax.Array]:
+  """Key/value blocks ``[lo, hi)`` that query block ``i`` may attend to."""
+  left, right = _reach(p)
+  q_first = i * bq
+  q_last = jnp.minimum(q_first + bq, p.q_len) - 1
+  lo_key = jnp.int32(0) if left is None else jnp.maximum(q_first + p.offset - left, 0)
+  hi_key = jnp.int32(p.kv_len) if right is None else jnp.minimum(
+      q_last + p.offset + right + 1, p.kv_len)
+  if p.kv_lengths is not None:
+    hi_key = jnp.minimum(hi_key, jnp.max(p.kv_lengths))
+  if p.q_lengths is not None:
+    hi_key = jnp.where(q_first >= jnp.max(p.q_lengths), 0, hi_key)
+  lo = lo_key // bk
+  hi = jnp.clip(-(-hi_key // bk), lo, nk)
+  return lo.astype(jnp.int32), hi.astype(jnp.int32)
+
+
+def _q_range(p: _common.Problem, j: jax.Array, bq: int, bk: int,
+             nq: int) -> tuple[jax.Array, jax.Array]:
+  """Query blocks ``[lo, hi)`` that may attend to key/value block ``j``."""
+  left, right = _reach(p)
+  k_first = j * bk
+  k_last = jnp.minimum(k_first + bk, p.kv_len) - 1
+  # q attends k iff q + offset - left <= k <= q + offset + right.
+  lo_q = jnp.int32(0) if right is None else jnp.maximum(k_first - p.offset - right, 0)
+  hi_q = jnp.int32(p.q_len) if left is None else jnp.minimum(k_last - p.offset + left + 1,
+                                                            p.q_len)
+  if p.q_lengths is not None:
+    hi_q = jnp.minimum(hi_q, jnp.max(p.q_lengths))
+  if p.kv_lengths is not None:
+    hi_q = jnp.where(k_first >= jnp.max(p.kv_lengths), 0, hi_q)
+  lo = lo_q // bq
+  hi = jnp.clip(-(-hi_q // bq), lo, nq)
+  return lo.astype(jnp.int32), hi.astype(jnp.int32)
+
+
+def live_block_count(p: _common.Problem, block_q: int, block_kv: int) -> int:
+  """Number of (query block, key block) pairs the forward pass visits (for benchmarks)."""
+  nq, nk = -(-p.q_len // block_q), -(-p.kv_len // block_kv)
+  lo, hi = jax.vmap(lambda i: _kv_range(p, i, block_q, block_kv, nk))(jnp.arange(nq))
+  return int(jnp.sum(hi - lo))
+
+
+# ------------------------------------------------------------------------------ forward
+
+
+def _forward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None
+             ) -> tuple[jax.Array, jax.Array]:
+  b, kh, g, tp, _ = p.query.shape
+  sp, dv = p.key.shape[2], p.value.shape[-1]
+  nq, nk = tp // bq, sp // bk
+  cdt = p.compute_dtype
+
+  def q_block(i):
+    q0 = i * bq
+    q_blk = lax.dynamic_slice_in_dim(p.query, q0, bq, axis=3)
+    lo, hi = _kv_range(p, i, bq, bk, nk)
+
+    def body(j, carry):
+      m, l, acc = carry
+      k0 = j * bk
+      k_blk = lax.dynamic_slice_in_dim(p.key, k0, bk, axis=2)
+      v_blk = lax.dynamic_slice_in_dim(p.value, k0, bk, axis=2)
+      s, _ = _common.block_logits(p, q_blk, k_blk, q0, k0, kv_limit)
+      m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+      # A row with nothing live so far keeps m = -inf; shifting by 0 keeps exp() exact 0.
+      m_safe = jnp.where(m_new == -jnp.inf, 0.0, m_new)
+      alpha = jnp.exp(m - m_safe)
+      e = jnp.exp(s - m_safe[..., None])
+      l = alpha * l + jnp.sum(e, axis=-1)
+      if p.dropout_rate > 0.0:
+        keep = _common.dropout_keep(p, q0, bq, k0, bk)
+        e = jnp.where(keep, e / (1.0 - p.dropout_rate), 0.0)
+      pv = jnp.einsum("bkgts,bksd->bkgtd", e.astype(v_blk.dtype), v_blk,
+                      precision=p.precision, preferred_element_type=cdt)
+      return m_new, l, alpha[..., None] * acc + pv
+
+    init = (jnp.full((b, kh, g, bq), -jnp.inf, cdt), jnp.zeros((b, kh, g, bq), cdt),
+            jnp.zeros((b, kh, g, bq, dv), cdt))
+    m, l, acc = lax.fori_loop(lo, hi, body, init)
+    empty = l == 0.0
+    safe_l = jnp.where(empty, 1.0, l)
+    return acc / safe_l[..., None], jnp.where(empty, -jnp.inf, jnp.log(safe_l) + m)
+
+  outs, lses = lax.map(q_block, jnp.arange(nq))
+  out = jnp.moveaxis(outs, 0, 3).reshape(b, kh, g, tp, dv)
+  lse = jnp.moveaxis(lses, 0, 3).reshape(b, kh, g, tp)
+  return out, lse
+
+
+# ----------------------------------------------------------------------------- backward
+
+
+def _reduce_to(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """Sums ``x`` over the axes where ``shape`` has 1 (the broadcast axes of a bias)."""
+  axes = tuple(a for a, (n, m) in enumerate(zip(shape, x.shape)) if n == 1 and m != 1)
+  return jnp.sum(x, axis=axes, keepdims=True) if axes else x
+
+
+def _add_block(acc: jax.Array, blk: jax.Array, q0: Any, k0: Any) -> jax.Array:
+  starts = (0, 0, 0, q0 if acc.shape[3] > 1 else 0, k0 if acc.shape[4] > 1 else 0)
+  cur = lax.dynamic_slice(acc, starts, blk.shape)
+  return lax.dynamic_update_slice(acc, cur + blk.astype(acc.dtype), starts)
+
+
+def _backward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None, out: jax.Array,
+              lse: jax.Array, dout: jax.Array, dlse: jax.Array) -> _common.Problem:
+  b, kh, g, tp, d = p.query.shape
+  sp, dv = p.key.shape[2], p.value.shape[-1]
+  nq, nk = tp // bq, sp // bk
+  cdt = p.compute_dtype
+  dout = dout.astype(cdt)
+  # d lse / d s = probs, so the lse cotangent folds into the row term of dS.
+  delta = jnp.sum(dout * out, axis=-1) - dlse.astype(cdt)
+  lse_safe = jnp.where(lse == -jnp.inf, 0.0, lse)
+  keep_scale = 1.0 / (1.0 - p.dropout_rate)
+
+  dbias0 = None if p.bias is None else jnp.zeros(
+      tuple(n if n == 1 else (tp if a == 3 else sp if a == 4 else n)
+            for a, n in enumerate(p.bias.shape)), cdt)
+  dslopes0 = None if p.alibi_slopes is None else jnp.zeros_like(p.alibi_slopes)
+  dtable0 = None if p.relative_table is None else jnp.zeros_like(p.relative_table)
+
+  def kv_block(carry, j):
+    dq, dbias, dslopes, dtable = carry
+    k0 = j * bk
+    k_blk = lax.dynamic_slice_in_dim(p.key, k0, bk, axis=2)
+    v_blk = lax.dynamic_slice_in_dim(p.value, k0, bk, axis=2)
+    lo, hi = _q_range(p, j, bq, bk, nq)
+
+    def body(i, c):
+      dk_j, dv_j, dq, dbias, dslopes, dtable = c
+      q0 = i * bq
+      q_blk = lax.dynamic_slice_in_dim(p.query, q0, bq, axis=3)
+      do_blk = lax.dynamic_slice_in_dim(dout, q0, bq, axis=3)
+      lse_blk = lax.dynamic_slice_in_dim(lse_safe, q0, bq, axis=3)
+      delta_blk = lax.dynamic_slice_in_dim(delta, q0, bq, axis=3)
+      s, th = _common.block_logits(p, q_blk, k_blk, q0, k0, kv_limit)
+      pr = jnp.exp(s - lse_blk[..., None])
+      dp = jnp.einsum("bkgtd,bksd->bkgts", do_blk, v_blk, precision=p.precision,
+                      preferred_element_type=cdt)
+      if p.dropout_rate > 0.0:
+        keep = _common.dropout_keep(p, q0, bq, k0, bk)
+        pd = jnp.where(keep, pr * keep_scale, 0.0)
+        dp = jnp.where(keep, dp * keep_scale, 0.0)
+      else:
+        pd = pr
+      dv_j = dv_j + jnp.einsum("bkgts,bkgtd->bksd", pd, do_blk, precision=p.precision,
+                               preferred_element_type=cdt)
+      ds = pr * (dp - delta_blk[..., None])  # d loss / d (final logits)
+      if dbias is not None:
+        dbias = _add_block(dbias, _reduce_to(ds, p.bias.shape), q0, k0)
+      if dslopes is not None or dtable is not None:
+        rel = _common.relative_positions(p, q0, bq, k0, bk)
+        if dslopes is not None:
+          da = -jnp.einsum("bkgts,ts->bkg", ds, jnp.abs(rel).astype(cdt))
+          dslopes = dslopes + _reduce_to(da, dslopes.shape)
+        if dtable is not None:
+          nb = dtable.shape[0]
+          buckets = _common.relative_buckets(p, rel).reshape(-1)
+          per_pos = jnp.sum(ds, axis=0).reshape(kh * g, -1).T  # [tq*tk, K*G]
+          dtable = dtable + jnp.zeros((nb, kh * g), cdt).at[buckets].add(per_pos).reshape(
+              nb, kh, g)
+      if th is not None:
+        ds = ds * (1.0 - th * th)
+      ds = ds * p.scale
+      dk_j = dk_j + jnp.einsum("bkgts,bkgtd->bksd", ds, q_blk, precision=p.precision,
+                               preferred_element_type=cdt)
+      dq_blk = jnp.einsum("bkgts,bksd->bkgtd", ds, k_blk, precision=p.precision,
+                          preferred_element_type=cdt)
+      dq = lax.dynamic_update_slice_in_dim(
+          dq, lax.dynamic_slice_in_dim(dq, q0, bq, axis=3) + dq_blk, q0, axis=3)
+      return dk_j, dv_j, dq, dbias, dslopes, dtable
+
+    init = (jnp.zeros((b, kh, bk, d), cdt), jnp.zeros((b, kh, bk, dv), cdt), dq, dbias,
+            dslopes, dtable)
+    dk_j, dv_j, dq, dbias, dslopes, dtable = lax.fori_loop(lo, hi, body, init)
+    return (dq, dbias, dslopes, dtable), (dk_j, dv_j)
+
+  init = (jnp.zeros((b, kh, g, tp, d), cdt), dbias0, dslopes0, dtable0)
+  (dq, dbias, dslopes, dtable), (dks, dvs) = lax.scan(kv_block, init, jnp.arange(nk))
+  dk = jnp.moveaxis(dks, 0, 2).reshape(b, kh, sp, d)
+  dv_ = jnp.moveaxis(dvs, 0, 2).reshape(b, kh, sp, dv)
+  zeros = jax.tree.map(lambda _: None, p)
+  return zeros.replace(
+      query=dq.astype(p.query.dtype), key=dk.astype(p.key.dtype),
+      value=dv_.astype(p.value.dtype),
+      bias=None if dbias is None else dbias.astype(p.bias.dtype),
+      alibi_slopes=dslopes, relative_table=dtable)
+
+
+# --------------------------------------------------------------------------- custom_vjp
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _flash(p: _common.Problem, bq: int, bk: int, kv_limit: int | None
+           ) -> tuple[jax.Array, jax.Array]:
+  return _forward(p, bq, bk, kv_limit)
+
+
+def _flash_fwd(p, bq, bk, kv_limit):
+  out, lse = _forward(p, bq, bk, kv_limit)
+  return (out, lse), (p, out, lse)
+
+
+def _flash_bwd(bq, bk, kv_limit, res, cts):
+  p, out, lse = res
+  dout, dlse = cts
+  return (_backward(p, bq, bk, kv_limit, out, lse, dout, dlse),)
+
+
+_flash.defvjp(_flash_fwd, _flash_bwd)

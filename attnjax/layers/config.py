@@ -1,0 +1,107 @@
+"""EncoderConfig: the one description of an encoder that every layer reads."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax.numpy as jnp
+
+POSITIONS = ("learned", "sinusoidal", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  """Hyper-parameters of the Transformer encoder.
+
+  Attributes:
+    vocab_size: number of token ids (ids are in ``[0, vocab_size)``).
+    max_length: longest input sequence, CLS token excluded.
+    hidden_size: width ``D`` of every token representation.
+    num_layers: number of encoder blocks.
+    num_heads: query heads per attention layer; ``hidden_size % num_heads == 0``.
+    mlp_dim: hidden width of the feed-forward block.
+    num_kv_heads: key/value heads (grouped-query attention); ``None`` means ``num_heads``.
+    kernel: name of the attention kernel in ``attnjax.kernels`` (``list_kernels()``).
+    kernel_options: extra keyword options passed to the kernel on every call.
+    dropout_rate: dropout on embeddings and on the residual branches.
+    attention_dropout_rate: dropout on the attention probabilities (inside the kernel).
+    pre_layer_norm: pre-LN blocks (LayerNorm before each sub-layer, final LayerNorm at the
+      end) when True; post-LN blocks as in the original Transformer and BERT when False.
+    position: ``learned`` or ``sinusoidal`` absolute positions, or ``none``.
+    add_cls_token: prepend a learned CLS vector to every sequence (for CLS pooling on data
+      that has no CLS token of its own).
+    type_vocab_size: number of token types (segment embeddings as in BERT); 0 for none.
+    embedding_layer_norm: LayerNorm after summing the embeddings (BERT does this).
+    layer_norm_epsilon: epsilon of every LayerNorm.
+    activation: feed-forward activation, a name in ``jax.nn`` (``gelu``, ``relu``, ...).
+    exact_gelu: use the erf GELU (as BERT) rather than the tanh approximation.
+    pad_id: token id of padding; the padding mask is ``input_ids != pad_id`` unless an
+      explicit ``attention_mask`` is given.
+    dtype: computation dtype (parameters stay float32).
+  """
+
+  vocab_size: int
+  max_length: int
+  hidden_size: int = 128
+  num_layers: int = 2
+  num_heads: int = 4
+  mlp_dim: int = 512
+  num_kv_heads: int | None = None
+  kernel: str = "dot_product"
+  kernel_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.0
+  pre_layer_norm: bool = True
+  position: str = "learned"
+  add_cls_token: bool = False
+  type_vocab_size: int = 0
+  embedding_layer_norm: bool = False
+  layer_norm_epsilon: float = 1e-6
+  activation: str = "gelu"
+  exact_gelu: bool = False
+  pad_id: int = 0
+  dtype: Any = jnp.float32
+
+  def __post_init__(self):
+    positive = ("vocab_size", "max_length", "hidden_size", "num_layers", "num_heads", "mlp_dim")
+    for name in positive:
+      value = getattr(self, name)
+      if not isinstance(value, int) or value <= 0:
+        raise ValueError(f"EncoderConfig.{name} must be a positive int, got {value!r}")
+    if self.hidden_size % self.num_heads:
+      raise ValueError(
+          f"EncoderConfig.hidden_size={self.hidden_size} is not divisible by "
+          f"num_heads={self.num_heads}")
+    kv = self.num_kv_heads
+    if kv is not None and (kv <= 0 or self.num_heads % kv):
+      raise ValueError(
+          f"EncoderConfig.num_kv_heads={kv} must be positive and divide num_heads={self.num_heads}")
+    if self.position not in POSITIONS:
+      raise ValueError(f"EncoderConfig.position={self.position!r}; expected one of {POSITIONS}")
+    for name in ("dropout_rate", "attention_dropout_rate"):
+      if not 0.0 <= getattr(self, name) < 1.0:
+        raise ValueError(f"EncoderConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+    # Freeze the options so the config stays hashable (flax module fields must be).
+    object.__setattr__(self, "kernel_options", _FrozenOptions(self.kernel_options))
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+  @property
+  def sequence_length(self) -> int:
+    """Length of the sequence the blocks see (CLS token included)."""
+    return self.max_length + int(self.add_cls_token)
+
+
+class _FrozenOptions(dict):
+  """A dict that is hashable and read-only, for kernel options inside a frozen config."""
+
+  def __hash__(self):  # type: ignore[override]
+    return hash(tuple(sorted(self.items())))
+
+  def _refuse(self, *args, **kwargs):
+    raise TypeError("EncoderConfig.kernel_options is read-only")
+
+  __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _refuse

@@ -1,0 +1,62 @@
+"""Builds a model from an ml_collections config and the task's description."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+import ml_collections
+
+from attnjax.layers import POOLINGS, EncoderConfig
+from attnjax.models.classifier import SequenceClassifier
+from attnjax.models.presets import get_preset
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+# config.model keys that are not EncoderConfig fields.
+_HEAD_KEYS = ("preset", "pooling", "head_dropout_rate", "attention", "dtype")
+
+
+def encoder_config(model_config: ml_collections.ConfigDict, *, vocab_size: int,
+                   max_length: int, pad_id: int = 0) -> EncoderConfig:
+  """Resolves ``config.model`` (preset, then explicit fields) into an EncoderConfig.
+
+  ``config.model.attention.kernel`` names the kernel; every other key of
+  ``config.model.attention`` is passed to the kernel as an option. A field of the preset is
+  overridden by an explicit non-None value in ``config.model``.
+  """
+  fields = {f.name for f in dataclasses.fields(EncoderConfig)}
+  values: dict[str, Any] = get_preset(model_config.preset) if model_config.get("preset") else {}
+  for key, value in model_config.items():
+    if key in _HEAD_KEYS or value is None:
+      continue
+    if key not in fields:
+      raise ValueError(f"config.model.{key} is not an encoder option; known: "
+                       f"{sorted(fields - {'vocab_size', 'max_length'})}")
+    values[key] = value
+  attention = dict(model_config.get("attention") or {})
+  if "kernel" in attention:
+    values["kernel"] = attention.pop("kernel")
+  values["kernel_options"] = {k: v for k, v in attention.items() if v is not None}
+  dtype = model_config.get("dtype", "float32")
+  if dtype not in _DTYPES:
+    raise ValueError(f"config.model.dtype={dtype!r}; expected one of {sorted(_DTYPES)}")
+  return EncoderConfig(vocab_size=vocab_size, max_length=max_length, pad_id=pad_id,
+                       dtype=_DTYPES[dtype], **values)
+
+
+def build_classifier(model_config: ml_collections.ConfigDict, *, vocab_size: int,
+                     max_length: int, num_classes: int, pad_id: int = 0) -> SequenceClassifier:
+  """Builds the SequenceClassifier described by ``config.model`` for a task."""
+  pooling = model_config.get("pooling", "cls")
+  if pooling not in POOLINGS:
+    POOLINGS.get(pooling)  # raises, listing the known poolings
+  enc = encoder_config(model_config, vocab_size=vocab_size, max_length=max_length,
+                       pad_id=pad_id)
+  if pooling == "cls" and not enc.add_cls_token:
+    # Without a CLS vector, position 0 is an ordinary input token: refuse rather than guess.
+    raise ValueError("config.model.pooling='cls' needs config.model.add_cls_token=True; "
+                     "or use pooling='mean' or 'attention'")
+  return SequenceClassifier(encoder=enc, num_classes=num_classes, pooling=pooling,
+                            head_dropout_rate=model_config.get("head_dropout_rate", 0.0))

@@ -1,0 +1,77 @@
+"""Metric writers: ``<workdir>/metrics.jsonl`` and TensorBoard event files (no TensorFlow)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Mapping
+
+import numpy as np
+
+
+def _to_number(value) -> float | int:
+  value = np.asarray(value).item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return value  # json writes NaN/Infinity; a reader sees the blow-up rather than a gap.
+  return value
+
+
+class MetricWriter:
+  """Appends ``{"step", "split", <metric>: number}`` lines and TensorBoard scalars.
+
+  On resume, ``truncate_after(step)`` drops lines logged after the restored checkpoint so
+  the log never shows two histories for the same steps.
+
+  Args:
+    workdir: the run directory.
+    enabled: False on processes other than 0 (they write nothing).
+  """
+
+  def __init__(self, workdir: str, *, enabled: bool = True):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.enabled = enabled
+    self._tb = None
+    if enabled:
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def truncate_after(self, step: int) -> None:
+    """Removes lines whose step is greater than ``step`` (atomically)."""
+    if not self.enabled or not os.path.exists(self.path):
+      return
+    with open(self.path) as f:
+      lines = [line for line in f if line.strip()]
+    kept = [line for line in lines if json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+      tmp = self.path + ".tmp"
+      with open(tmp, "w") as f:
+        f.writelines(kept)
+      os.replace(tmp, self.path)
+
+  def write(self, step: int, split: str, metrics: Mapping[str, object]) -> None:
+    """Writes one record for ``split`` at ``step``."""
+    if not self.enabled:
+      return
+    record = {"step": int(step), "split": split}
+    record.update({k: _to_number(v) for k, v in metrics.items()})
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    for key, value in record.items():
+      if key not in ("step", "split"):
+        self._tb.add_scalar(f"{split}/{key}", value, int(step))
+
+  def flush(self) -> None:
+    if self._tb is not None:
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  """Reads every record of ``<workdir>/metrics.jsonl``."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,189 @@
+"""Tests of the chunked (O(seq) memory) exact kernel: same numbers as the dense path."""
+
+from __future__ import annotations
+
+import inspect
+
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attnjax import kernels
+from attnjax.kernels import _common, chunked, chunked_attention, dot_product_attention
+from kernel_reference import OPTION_CASES, make_case, random_inputs, reference_attention
+
+_REF_KEYS = set(inspect.signature(reference_attention).parameters)
+_DIFF = ("bias", "alibi_slopes", "relative_bias_table")
+
+
+def _ref(q, k, v, opts):
+  return reference_attention(q, k, v, **{a: b for a, b in opts.items() if a in _REF_KEYS})
+
+
+@pytest.mark.parametrize("case", sorted(OPTION_CASES))
+def test_forward_matches_reference_and_gradients_match_dense(case):
+  q, k, v, opts = make_case(case)
+  # Blocks smaller than (and not dividing) the sequences: padding and many blocks.
+  out, lse = chunked_attention(q, k, v, block_q=4, block_kv=3, return_residual=True, **opts)
+  ref_out, ref_lse, _ = _ref(q, k, v, opts)
+  np.testing.assert_allclose(out, ref_out, atol=2e-5, rtol=2e-5)
+  np.testing.assert_allclose(lse, ref_lse, atol=2e-5, rtol=2e-5)
+
+  diff = {n: jnp.asarray(opts[n]) for n in _DIFF if n in opts}
+  static = {a: b for a, b in opts.items() if a not in diff}
+  cot = np.random.default_rng(1).normal(size=out.shape).astype(np.float32)
+
+  def loss(impl, q, k, v, diff):
+    o, l = dot_product_attention(q, k, v, implementation=impl, return_residual=True,
+                                 **({"block_q": 4, "block_kv": 3} if impl == "chunked" else {}),
+                                 **static, **diff)
+    # The lse term checks its cotangent path too (finite rows only).
+    return jnp.sum(o * cot) + 0.1 * jnp.sum(jnp.where(jnp.isfinite(l), l, 0.0))
+
+  g_chunk = jax.jit(jax.grad(lambda *a: loss("chunked", *a), argnums=(0, 1, 2, 3)))(q, k, v, diff)
+  g_dense = jax.jit(jax.grad(lambda *a: loss("xla", *a), argnums=(0, 1, 2, 3)))(q, k, v, diff)
+  for a, b in zip(jax.tree.leaves(g_chunk), jax.tree.leaves(g_dense)):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, atol=5e-5, rtol=5e-5)
+
+
+def test_half_precision_inputs():
+  q, k, v, opts = make_case("everything")
+  for dtype, atol in ((jnp.bfloat16, 3e-2), (jnp.float16, 4e-3)):
+    qh, kh, vh = (jnp.asarray(x, dtype) for x in (q, k, v))
+    out = chunked_attention(qh, kh, vh, block_q=8, block_kv=8, **opts)
+    assert out.dtype == dtype
+    ref, _, _ = _ref(*(np.asarray(x, np.float64) for x in (qh, kh, vh)), opts)
+    np.testing.assert_allclose(np.asarray(out, np.float64), ref, atol=atol, rtol=atol)
+    g = jax.grad(lambda q: jnp.sum(chunked_attention(q, kh, vh, block_q=8, block_kv=8, **opts)
+                                   .astype(jnp.float32)))(qh)
+    assert g.dtype == dtype and np.all(np.isfinite(np.asarray(g, np.float32)))
+
+
+def test_dropout_identical_to_dense():
+  rng = np.random.default_rng(2)
+  q, k, v = random_inputs(rng, t=13, s=10)
+  kw = dict(dropout_rate=0.25, dropout_rng=jax.random.key(3), deterministic=False,
+            broadcast_dropout=False, is_causal=True, alignment="bottom_right")
+  dense = dot_product_attention(q, k, v, implementation="xla", **kw)
+  chunk = chunked_attention(q, k, v, block_q=4, block_kv=4, **kw)
+  np.testing.assert_allclose(chunk, dense, atol=2e-6)
+  f = lambda impl, **b: (lambda q, k, v: jnp.sum(jnp.sin(dot_product_attention(
+      q, k, v, implementation=impl, **b, **kw))))
+  gd = jax.grad(f("xla"), argnums=(0, 1, 2))(q, k, v)
+  gc = jax.grad(f("chunked", block_q=4, block_kv=4), argnums=(0, 1, 2))(q, k, v)
+  for a, b in zip(gc, gd):
+    np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+def test_fully_masked_rows_zero_output_and_grads():
+  rng = np.random.default_rng(4)
+  q, k, v = random_inputs(rng, t=10, s=7)
+  lengths = np.array([6, 0])  # batch 1: every query row is dead
+
+  def loss(q, k, v):
+    return jnp.sum(chunked_attention(q, k, v, key_value_seq_lengths=lengths, block_q=4,
+                                     block_kv=4) ** 2)
+
+  out = chunked_attention(q, k, v, key_value_seq_lengths=lengths, block_q=4, block_kv=4)
+  np.testing.assert_array_equal(out[1], 0.0)
+  dq, dk, dv = jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
+  for g in (dq, dk, dv):
+    assert np.all(np.isfinite(g))
+    np.testing.assert_array_equal(g[1], 0.0)
+  np.testing.assert_array_equal(dk[0, 6:], 0.0)  # keys beyond the length get nothing
+
+
+def test_skips_fully_masked_blocks():
+  t = 4096
+  q = k = v = jax.ShapeDtypeStruct((1, t, 1, 8), jnp.float32)
+  zeros = [jnp.zeros(x.shape, x.dtype) for x in (q, k, v)]
+
+  def visits(**opts):
+    p = _common.prepare(*zeros, fn="test", **opts)
+    return chunked.live_block_count(p, 256, 256)
+
+  assert visits() == 16 * 16
+  assert visits(is_causal=True) == 16 * 17 // 2
+  # Window (512, 0): each query block needs its own block and two to the left.
+  assert visits(local_window_size=(512, 0)) == 16 * 3 - 3
+  assert visits(key_value_seq_lengths=jnp.array([1000])) == 16 * 4
+
+
+def test_memory_is_linear_in_sequence_length():
+  # Compiled fwd+bwd scratch memory at T=S=2048 stays far below one [T, S] float32 array.
+  t = 2048
+  x = jnp.zeros((1, t, 1, 16), jnp.float32)
+
+  def loss(impl):
+    return lambda q, k, v: jnp.sum(dot_product_attention(q, k, v, implementation=impl,
+                                                         is_causal=True, **(
+                                                             {"block_q": 256, "block_kv": 256}
+                                                             if impl == "chunked" else {})))
+
+  def temp_bytes(impl):
+    f = jax.jit(jax.grad(loss(impl), argnums=(0, 1, 2)))
+    return f.lower(x, x, x).compile().memory_analysis().temp_size_in_bytes
+
+  full = t * t * 4
+  assert temp_bytes("xla") >= full  # the dense path holds [T, S]
+  assert temp_bytes("chunked") < full / 8
+
+
+def test_composes_with_jit_and_vmap():
+  q, k, v, opts = make_case("segments")
+  f = lambda q, k, v: chunked_attention(q, k, v, block_q=4, block_kv=4, **opts)
+  np.testing.assert_allclose(jax.jit(f)(q, k, v), f(q, k, v), atol=1e-6)
+  g = lambda q, k, v, n: chunked_attention(q, k, v, key_value_seq_lengths=n, block_q=4,
+                                           block_kv=4)
+  lens = np.array([[3, 9], [9, 1]])
+  stacked = (np.stack([x, x]) for x in (q, k, v))
+  batched = jax.vmap(g)(*stacked, lens)
+  for i in range(2):
+    np.testing.assert_allclose(batched[i], g(q, k, v, lens[i]), atol=1e-6)
+
+
+@hypothesis.settings(max_examples=8, deadline=None, derandomize=True,
+                     suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.given(
+    t=st.integers(1, 21), s=st.integers(1, 21), kv_heads=st.sampled_from([1, 2]),
+    groups=st.sampled_from([1, 2]), block_q=st.sampled_from([1, 4, 8]),
+    block_kv=st.sampled_from([2, 5, 16]), causal=st.booleans(),
+    alignment=st.sampled_from(["top_left", "bottom_right"]),
+    window=st.sampled_from([None, (0, 0), (3, 2), (1, 7)]), seed=st.integers(0, 100))
+def test_random_shapes_match_reference(t, s, kv_heads, groups, block_q, block_kv, causal,
+                                       alignment, window, seed):
+  rng = np.random.default_rng(seed)
+  q, k, v = random_inputs(rng, batch=(1,), t=t, s=s, h=kv_heads * groups, kh=kv_heads, d=4)
+  opts = dict(is_causal=causal, alignment=alignment, local_window_size=window)
+  out = chunked_attention(q, k, v, block_q=block_q, block_kv=block_kv, **opts)
+  ref, _, _ = reference_attention(q, k, v, **opts)
+  np.testing.assert_allclose(out, ref, atol=3e-5, rtol=3e-5)
+  g = jax.grad(lambda q, k, v: jnp.sum(chunked_attention(
+      q, k, v, block_q=block_q, block_kv=block_kv, **opts) ** 2), argnums=(0, 1, 2))
+  gd = jax.grad(lambda q, k, v: jnp.sum(dot_product_attention(
+      q, k, v, implementation="xla", **opts) ** 2), argnums=(0, 1, 2))
+  for a, b in zip(g(q, k, v), gd(q, k, v)):
+    np.testing.assert_allclose(a, b, atol=5e-5, rtol=5e-5)
+
+
+def test_flax_attention_fn_drop_in():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  x = jnp.asarray(np.random.default_rng(5).normal(size=(2, 9, 12)), jnp.float32)
+  mask = nn.make_causal_mask(jnp.ones((2, 9)))
+  ref = nn.MultiHeadDotProductAttention(num_heads=4, qkv_features=16)
+  ours = nn.MultiHeadDotProductAttention(num_heads=4, qkv_features=16,
+                                         attention_fn=kernels.get_kernel("chunked"))
+  params = ref.init(jax.random.key(0), x, mask=mask)
+  np.testing.assert_allclose(ours.apply(params, x, mask=mask), ref.apply(params, x, mask=mask),
+                             atol=1e-5)
+
+
+def test_automatic_choice_runs_chunked_for_long_sequences():
+  q = jnp.zeros((1, 2048, 4, 8))
+  choice = kernels.explain_implementation(q, q, q)
+  assert choice.name == "chunked"
+  assert (choice.block_q, choice.block_kv) == (chunked.DEFAULT_BLOCK_Q, chunked.DEFAULT_BLOCK_KV)
