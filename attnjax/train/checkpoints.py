@@ -46,7 +46,8 @@ class Checkpointer:
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
     items = {"state": ocp.args.StandardRestore(abstract_state)}
-    if "data" in self._manager.item_metadata(step):
+    # Checkpoints written without an iterator state (e.g. by tools) have no "data" item.
+    if os.path.isdir(os.path.join(self.directory, str(step), "data")):
       items["data"] = ocp.args.JsonRestore()
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     data = restored.get("data") if "data" in items else None
