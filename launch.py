@@ -6,6 +6,15 @@ r"""Launches an attnjax experiment: the only file that defines command-line flag
 
 Launching again with the same --workdir resumes from its latest checkpoint; a finished run
 trains no further and reports its final metrics.
+
+Sweeps (the config file's get_sweep(); see attnjax/sweep.py):
+
+  python launch.py --config configs/lra/listops.py:size=smoke --sweep --workdir runs/listops_sweep
+  python launch.py --config configs/lra/listops.py:size=smoke --sweep --sweep_parallel=2 ...
+  python launch.py --config configs/lra/listops.py --sweep --sweep_dry_run --workdir runs/x
+
+run every point in <workdir>/<point>, skip finished points, and write results.md,
+results.csv and results.png into --workdir; --sweep_dry_run prints one command per point.
 """
 
 from __future__ import annotations
@@ -26,6 +35,14 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory; default runs/<config name>-<UTC timestamp>. "
     "An existing run directory is resumed.")
+_SWEEP = flags.DEFINE_bool(
+    "sweep", False, "Run every point of the config's get_sweep() under --workdir and "
+    "write a results table (results.md, results.csv, results.png) there.")
+_SWEEP_PARALLEL = flags.DEFINE_integer(
+    "sweep_parallel", 1, "With --sweep: points run at once as local launch.py processes "
+    "(1 = one after another in this process).", lower_bound=1)
+_SWEEP_DRY_RUN = flags.DEFINE_bool(
+    "sweep_dry_run", False, "With --sweep: print one launch command per point, run nothing.")
 
 
 def default_workdir(config_name: str) -> str:
@@ -40,10 +57,24 @@ def main(argv: list[str]) -> None:
     # Orbax and TFDS log every step of every save at INFO; progress has its own lines.
     logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
-  workdir = _WORKDIR.value or default_workdir(config.get("name", "run"))
-  # Imported after flag parsing so `--help` and flag errors stay fast.
-  from attnjax.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
+  if (_SWEEP_DRY_RUN.value or _SWEEP_PARALLEL.value > 1) and not _SWEEP.value:
+    raise app.UsageError("--sweep_dry_run and --sweep_parallel need --sweep")
+  workdir = _WORKDIR.value or default_workdir(
+      config.get("name", "run") + ("-sweep" if _SWEEP.value else ""))
   try:
+    if _SWEEP.value:
+      # Imported after flag parsing so `--help` and flag errors stay fast.
+      from attnjax import sweep  # pylint: disable=import-outside-toplevel
+      failed = sweep.main(
+          config, config_spec=config_flags.get_config_filename(flags.FLAGS["config"]),
+          sweep_dir=workdir, parallel=_SWEEP_PARALLEL.value, dry_run=_SWEEP_DRY_RUN.value,
+          extra_flags=sweep.config_flags_from_argv(sys.argv[1:]))
+      if failed:
+        print(f"error: {failed} sweep point(s) failed; see {workdir}/results.md",
+              file=sys.stderr)
+        sys.exit(1)
+      return
+    from attnjax.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
     train_and_evaluate(config, workdir)
   except (ValueError, FileNotFoundError) as e:
     # Configuration and input errors: the message names what is wrong; no traceback.

@@ -48,7 +48,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.add_cls_token = True          # learned CLS vector in front of the pixels
   config.model.pooling = "cls"               # cls | mean | attention (additive, article 5.2)
   config.model.head_dropout_rate = 0.0       # before the classification layer
-  config.model.dtype = "float32"             # computation dtype: float32 | bfloat16 | float16
+  config.model.dtype = "float32"             # computation dtype: float32 | bfloat16 | float16 (params stay float32)
+  config.model.remat = False                 # rematerialise each block in the backward pass
+  config.model.scan_layers = False           # nn.scan over blocks: faster compiles for deep models
   config.model.attention = ml_collections.ConfigDict()
   config.model.attention.kernel = args["kernel"]  # attnjax.kernels.list_kernels()
 
@@ -73,6 +75,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.eval_every = 300              # steps between evaluations (and at the end)
   config.train.checkpoint_every = 300        # steps between checkpoints (and at the end)
   config.train.keep_checkpoints = 2          # newest checkpoints kept on disk
+  config.train.keep_best_by = "accuracy"     # also keep the best eval checkpoint by this metric ("" = off)
+  config.train.best_mode = "max"             # max | min, for keep_best_by
+  config.train.async_checkpoints = True      # write checkpoints in a background thread
+  config.train.microbatches = 1              # gradient accumulation: microbatches per step
+  config.train.nan_policy = "stop"           # stop | skip | off: on a non-finite loss or gradient
+  config.train.peak_flops_per_device = 0.0   # for MFU; 0 = datasheet value, or measured on CPU
+
+  config.parallel = ml_collections.ConfigDict()
+  config.parallel.strategy = "jit"           # jit (1 device) | pmap (data parallel) | mesh (sharded jit)
+  config.parallel.mesh = ml_collections.ConfigDict()
+  config.parallel.mesh.data = -1             # data-parallel axis (-1 = all remaining devices)
+  config.parallel.mesh.fsdp = 1              # parameter/optimizer sharding axis (ZeRO-3 style)
+  config.parallel.mesh.tensor = 1            # tensor-parallel axis (attention heads, MLP units)
 
   if args["smoke"]:
     config.train.num_steps = 3

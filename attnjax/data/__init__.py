@@ -1,10 +1,17 @@
 """Data: TFDS builders (array_record) and Grain pipelines.
 
-Importing this package registers the built-in datasets (``digits``).
+Importing this package registers the built-in datasets (``digits``; the Long Range
+Arena tasks ``listops``, ``listops_small``, ``pathfinder32``, ``pathfinder32_small``;
+and, when the user has prepared them, the catalog-backed ``imdb_bytes_1k``,
+``imdb_bytes_4k`` and ``cifar10_gray``).
 """
 
 from __future__ import annotations
 
+# Imported for their registrations (they register their tasks in DATASETS).
+from attnjax.data import catalog  # pylint: disable=unused-import
+from attnjax.data import listops  # pylint: disable=unused-import
+from attnjax.data import pathfinder  # pylint: disable=unused-import
 from attnjax.data.datasets import DATASETS
 from attnjax.data.datasets import DatasetInfo
 from attnjax.data.datasets import DatasetSpec
@@ -17,6 +24,7 @@ from attnjax.data.pipeline import get_dataset_info
 from attnjax.data.pipeline import make_eval_iterator
 from attnjax.data.pipeline import make_train_iterator
 from attnjax.data.pipeline import num_eval_batches
+from attnjax.data.pipeline import restore_train_position
 
 __all__ = [
     "DATASETS",
@@ -31,4 +39,5 @@ __all__ = [
     "num_eval_batches",
     "prepare_builder",
     "resolve_data_dir",
+    "restore_train_position",
 ]

@@ -124,7 +124,8 @@ def _is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
 
 
 def prepare_builder(builder_cls: type[tfds.core.DatasetBuilder],
-                    data_dir: str | os.PathLike[str]) -> tfds.core.DatasetBuilder:
+                    data_dir: str | os.PathLike[str],
+                    **builder_kwargs: Any) -> tfds.core.DatasetBuilder:
   """Prepares ``builder_cls`` into ``data_dir`` once, safely across processes.
 
   TFDS writes into ``incomplete.<random>_<version>/`` and renames it at the
@@ -137,23 +138,29 @@ def prepare_builder(builder_cls: type[tfds.core.DatasetBuilder],
 
   Args:
     builder_cls: a TFDS builder that needs no download (ours generate data).
-    data_dir: TFDS data directory (the dataset goes under ``<name>/<version>``).
+    data_dir: TFDS data directory (the dataset goes under ``<name>/<version>``,
+      or ``<name>/<config>/<version>``).
+    **builder_kwargs: passed to ``builder_cls``, e.g. ``config="small"`` to pick
+      one of its ``BUILDER_CONFIGS``.
 
   Returns:
     A builder whose data is prepared in ``array_record`` format, ready for
     ``as_data_source``.
   """
   data_dir = pathlib.Path(data_dir)
-  builder = builder_cls(data_dir=os.fspath(data_dir))
+  builder = builder_cls(data_dir=os.fspath(data_dir), **builder_kwargs)
   if _is_prepared(builder):
     return builder
   data_dir.mkdir(parents=True, exist_ok=True)
-  lock_path = data_dir / f".{builder_cls.name}.prepare.lock"
+  # One lock per builder config: preparing two configs at once is safe.
+  config_name = builder.builder_config.name if builder.builder_config else ""
+  lock_path = data_dir / f".{builder_cls.name}{'.' + config_name if config_name else ''}.prepare.lock"
   with open(lock_path, "a") as lock:
     fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
     try:
       # Re-create under the lock: another process may have finished meanwhile.
-      builder = builder_cls(data_dir=os.fspath(data_dir), file_format="array_record")
+      builder = builder_cls(data_dir=os.fspath(data_dir), file_format="array_record",
+                            **builder_kwargs)
       if not _is_prepared(builder):
         builder.download_and_prepare(
             # Never probe gs://tfds-data: these machines have no network and
@@ -161,7 +168,7 @@ def prepare_builder(builder_cls: type[tfds.core.DatasetBuilder],
             download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     finally:
       fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-  return builder_cls(data_dir=os.fspath(data_dir))
+  return builder_cls(data_dir=os.fspath(data_dir), **builder_kwargs)
 
 
 class ToModelInputs(grain.transforms.Map):

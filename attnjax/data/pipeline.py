@@ -13,6 +13,7 @@ B is the per-process batch, ``global_batch_size // process_count``.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -85,15 +86,56 @@ def _check_process(process_index: int, process_count: int) -> None:
         f"process_index={process_index} must be in [0, process_count={process_count})")
 
 
+class GlobalBatchSliceSampler:
+  """Gives one process its rows of every *global* batch of a seeded shuffle.
+
+  The global stream is one shuffled order of the split (reshuffled each epoch), cut into
+  global batches of ``global_batch_size``; process ``p`` of ``P`` takes rows
+  ``[p * B, (p + 1) * B)`` of each, ``B = global_batch_size // P``. So the examples of step
+  ``n`` are the same whatever the number of processes: a run is reproducible across
+  process counts, and resumes onto a different topology without skipping or repeating
+  data. Each process reads only its own rows.
+
+  Args:
+    num_records: size of the split.
+    seed: shuffle seed in ``[0, 2**32)``.
+    global_batch_size: examples per step across processes.
+    process_index: this process.
+    process_count: number of processes.
+  """
+
+  def __init__(self, num_records: int, *, seed: int, global_batch_size: int,
+               process_index: int, process_count: int):
+    self._inner = grain.samplers.IndexSampler(
+        num_records=num_records, shard_options=grain.sharding.NoSharding(), shuffle=True,
+        num_epochs=None, seed=int(seed))
+    self._global = global_batch_size
+    self._local = global_batch_size // process_count
+    self._offset = process_index * self._local
+    self._args = (num_records, int(seed), global_batch_size, process_index, process_count)
+
+  def __repr__(self) -> str:
+    # Grain compares repr(sampler) when restoring an iterator state: keep it exact.
+    n, seed, g, p, pc = self._args
+    return (f"GlobalBatchSliceSampler(num_records={n}, seed={seed}, global_batch_size={g}, "
+            f"process_index={p}, process_count={pc})")
+
+  def __getitem__(self, index: int) -> grain.RecordMetadata:
+    step, row = divmod(index, self._local)
+    inner = self._inner[step * self._global + self._offset + row]
+    return grain.RecordMetadata(index=index, record_key=inner.record_key,
+                                       rng=inner.rng)
+
+
 def make_train_iterator(data_config: Any, *, global_batch_size: int, seed: int,
                         process_index: int = 0,
                         process_count: int = 1) -> grain.DataLoaderIterator:
   """Infinite, shuffled training batches for this process.
 
-  Each process reads a disjoint contiguous shard of the train split (the
-  shard remainder is dropped so all processes see equally many examples),
-  shuffled by ``seed`` and reshuffled every epoch; epochs are concatenated and
-  cut into full batches, so no batch is ever short.
+  The batches of every step are slices of one global, seeded stream (see
+  :class:`GlobalBatchSliceSampler`): shuffled by ``seed``, reshuffled every epoch, epochs
+  concatenated and cut into full global batches, so no batch is ever short and the
+  examples of a step do not depend on the number of processes.
 
   Args:
     data_config: ConfigDict with ``name``, optional ``data_dir`` (see
@@ -123,22 +165,16 @@ def make_train_iterator(data_config: Any, *, global_batch_size: int, seed: int,
     # Grain's index shuffle takes a non-negative 32-bit seed.
     raise ValueError(f"seed={seed!r} must be an int in [0, 2**32)")
   source = spec.source(data_config, spec.train_split)
-  shard_options = grain.sharding.ShardOptions(
-      shard_index=process_index, shard_count=process_count, drop_remainder=True)
-  if len(source) // process_count < 1:
-    raise ValueError(
-        f"train split of {spec.info.name!r} has {len(source)} examples, fewer than "
-        f"process_count={process_count}")
-  sampler = grain.samplers.IndexSampler(
-      num_records=len(source), shard_options=shard_options, shuffle=True,
-      num_epochs=None, seed=int(seed))
+  sampler = GlobalBatchSliceSampler(len(source), seed=int(seed),
+                                    global_batch_size=global_batch_size,
+                                    process_index=process_index, process_count=process_count)
   loader = grain.DataLoader(
       data_source=source,
       sampler=sampler,
       operations=[ToModelInputs.for_spec(spec),
                   grain.transforms.Batch(batch_size, drop_remainder=True)],
       **_loader_options(data_config),
-      shard_options=shard_options,
+      shard_options=grain.sharding.NoSharding(),
   )
   return iter(loader)
 
@@ -232,3 +268,30 @@ def make_eval_iterator(data_config: Any, *, split: str | None = None,
       **_loader_options(data_config),
   )
   return iter(loader)
+
+
+def restore_train_position(iterator: grain.DataLoaderIterator, saved_state: bytes | None, *,
+                           step: int, global_batch_size: int, process_count: int) -> str:
+  """Puts a fresh train iterator where a run that finished ``step`` steps left it.
+
+  The saved Grain state is used when it belongs to this very pipeline (same sampler,
+  source and worker count). Otherwise (another process count, another process's state, a
+  moved data_dir) the position is recomputed from ``step``: batches are slices of one
+  global stream, so ``step`` alone fixes where every process is.
+
+  Returns:
+    ``'saved'`` or ``'step'``: which of the two was used.
+  """
+  current = json.loads(iterator.get_state())
+  if saved_state is not None:
+    saved = json.loads(saved_state)
+    if all(saved.get(k) == current.get(k) for k in ("sampler", "data_source", "worker_count")):
+      iterator.set_state(saved_state)
+      return "saved"
+  if current.get("worker_count", 0) != 0:
+    raise ValueError("cannot reposition a train iterator with worker_count > 0 from the "
+                     "step alone; resume with the worker_count, process count and data_dir "
+                     "of the saved run")
+  current["last_seen_indices"] = {"0": step * (global_batch_size // process_count) - 1}
+  iterator.set_state(json.dumps(current).encode())
+  return "step"

@@ -29,9 +29,10 @@ from attnjax.kernels import _common
 IMPLEMENTATION_NAMES = ("xla", "chunked", "cudnn", "pallas")
 
 # Dense logits (per call, float32 bytes) from which the chunked path is chosen on CPU.
-# Measured with experiments/benchmarks/attention_bench.py: at T=S=1024 (b1, h8) the two
-# are within noise of each other; beyond it the dense path's memory traffic dominates.
-CPU_CHUNKED_MIN_LOGIT_BYTES = 32 * 2**20
+# From experiments/benchmarks/attention_bench.py (2-core CPU, b1 h1 d64): at T=S=1024
+# (4 MiB of logits) dense and chunked are within noise; at T=S=2048 (16 MiB) chunked is
+# ~1.9x faster forward and beyond that the dense path's memory traffic dominates.
+CPU_CHUNKED_MIN_LOGIT_BYTES = 16 * 2**20
 # On GPU/TPU without a fused kernel, switch to chunked when dense logits would not fit
 # comfortably (the dense path is fast there but memory-bound).
 ACCEL_CHUNKED_MIN_LOGIT_BYTES = 2 * 2**30

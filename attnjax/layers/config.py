@@ -39,6 +39,11 @@ class EncoderConfig:
     pad_id: token id of padding; the padding mask is ``input_ids != pad_id`` unless an
       explicit ``attention_mask`` is given.
     dtype: computation dtype (parameters stay float32).
+    remat: rematerialise each block in the backward pass (less activation memory, about a
+      third more compute).
+    scan_layers: run the blocks with ``nn.scan`` over stacked parameters (one block is
+      compiled instead of ``num_layers``; parameters live under ``layers`` with a leading
+      layer axis).
   """
 
   vocab_size: int
@@ -62,6 +67,8 @@ class EncoderConfig:
   exact_gelu: bool = False
   pad_id: int = 0
   dtype: Any = jnp.float32
+  remat: bool = False
+  scan_layers: bool = False
 
   def __post_init__(self):
     positive = ("vocab_size", "max_length", "hidden_size", "num_layers", "num_heads", "mlp_dim")

@@ -22,9 +22,12 @@ class EncoderBlock(nn.Module):
   config: EncoderConfig
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array | None = None, *,
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None,
                deterministic: bool = True) -> jax.Array:
-    """Maps ``[batch, seq, D]`` to ``[batch, seq, D]``; ``mask`` as in MultiHeadAttention."""
+    """Maps ``[batch, seq, D]`` to ``[batch, seq, D]``; ``mask`` as in MultiHeadAttention.
+
+    ``deterministic`` is positional-or-keyword so that ``nn.remat`` can mark it static.
+    """
     cfg = self.config
     attention = MultiHeadAttention(
         num_heads=cfg.num_heads,
@@ -48,6 +51,17 @@ class EncoderBlock(nn.Module):
     x = norm1(x + drop(attention(x, mask=mask, deterministic=deterministic),
                        deterministic=deterministic))
     return norm2(x + drop(ffn(x, deterministic=deterministic), deterministic=deterministic))
+
+
+class _ScanBlock(nn.Module):
+  """An EncoderBlock in the ``(carry, x) -> (carry, y)`` form that ``nn.scan`` needs."""
+
+  config: EncoderConfig
+  block_cls: type = EncoderBlock
+
+  @nn.compact
+  def __call__(self, x, mask, deterministic):
+    return self.block_cls(self.config, name="block")(x, mask, deterministic), None
 
 
 class Encoder(nn.Module):
@@ -99,8 +113,18 @@ class Encoder(nn.Module):
       padding = jnp.concatenate([jnp.ones_like(padding[:, :1]), padding], axis=1)
     # Keys that are padding are masked for every query and every head.
     mask = padding[:, None, None, :]
-    for i in range(cfg.num_layers):
-      x = EncoderBlock(cfg, name=f"layer_{i}")(x, mask, deterministic=deterministic)
+    block_cls = EncoderBlock
+    if cfg.remat:
+      # Arguments: (self, x, mask, deterministic); deterministic is a Python bool.
+      block_cls = nn.remat(EncoderBlock, static_argnums=(3,))
+    if cfg.scan_layers:
+      x, _ = nn.scan(_ScanBlock, variable_axes={"params": 0},
+                     split_rngs={"params": True, "dropout": True},
+                     in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers)(
+                         cfg, block_cls, name="layers")(x, mask, deterministic)
+    else:
+      for i in range(cfg.num_layers):
+        x = block_cls(cfg, name=f"layer_{i}")(x, mask, deterministic)
     if cfg.pre_layer_norm:
       x = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.dtype, name="final_norm")(x)
     return x, padding

@@ -1,12 +1,15 @@
 """``train_and_evaluate(config, workdir)``: the one training loop.
 
-Sections: task and model from the config -> shapes via ``jax.eval_shape`` -> workdir
-check -> restore or initialise -> train (jit, donated state) with periodic logging,
-evaluation and checkpoints -> final evaluation, plots.
+Sections: task, model and parallel strategy from the config -> shapes via
+``jax.eval_shape`` -> workdir check -> restore (any strategy, falling back past unreadable
+checkpoints) or initialise in place -> train with periodic logging, evaluation,
+checkpoints, a NaN guard and preemption handling -> final evaluation, plots.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import time
 from typing import Iterable
 
@@ -19,12 +22,16 @@ from absl import logging
 from attnjax import data as data_lib
 from attnjax.models import build_classifier
 from attnjax.train.checkpoints import Checkpointer
+from attnjax.train.flops import peak_flops_per_device, train_flops_per_step
 from attnjax.train.optimizers import build_optimizer
+from attnjax.train.parallel import Strategy, build_strategy
 from attnjax.train.progress import Progress
 from attnjax.train.state import TrainState
 from attnjax.train.steps import eval_step, make_train_step
 from attnjax.train.workdir import prepare_workdir
 from attnjax.train.writers import MetricWriter
+
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect of a preempted job
 
 
 def parameter_count(params) -> int:
@@ -53,11 +60,12 @@ def create_model_and_state(config: ml_collections.ConfigDict, info: data_lib.Dat
   return model, init_state, schedule
 
 
-def evaluate(eval_fn, state: TrainState, batches: Iterable[dict]) -> dict[str, float]:
+def evaluate(eval_fn, state: TrainState, batches: Iterable[dict],
+             put_batch=lambda b: b) -> dict[str, float]:
   """Exact weighted loss and accuracy over every batch of a split."""
   totals = None
   for batch in batches:
-    out = eval_fn(state, batch)
+    out = eval_fn(state, put_batch(batch))
     totals = out if totals is None else jax.tree_util.tree_map(jnp.add, totals, out)
   if totals is None:
     raise ValueError("the evaluation split yielded no batches")
@@ -69,17 +77,44 @@ def evaluate(eval_fn, state: TrainState, batches: Iterable[dict]) -> dict[str, f
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
   t = config.train
-  for key in ("num_steps", "batch_size", "log_every", "eval_every", "checkpoint_every",
-              "keep_checkpoints"):
+  for key in ("num_steps", "batch_size", "eval_batch_size", "log_every", "eval_every",
+              "checkpoint_every", "keep_checkpoints", "microbatches"):
     if int(t[key]) <= 0:
       raise ValueError(f"config.train.{key} must be positive, got {t[key]}")
+  if t.batch_size % t.microbatches:
+    raise ValueError(f"config.train.batch_size={t.batch_size} is not divisible by "
+                     f"config.train.microbatches={t.microbatches}")
+  for key in ("batch_size", "eval_batch_size"):
+    if t[key] % jax.process_count():
+      raise ValueError(f"config.train.{key}={t[key]} is not divisible by "
+                       f"{jax.process_count()} processes")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+@contextlib.contextmanager
+def _preemption_flag():
+  """Yields a one-element list set to True when SIGTERM arrives (main thread only)."""
+  flag = [False]
+  try:
+    previous = signal.signal(signal.SIGTERM, lambda *_: flag.__setitem__(0, True))
+  except ValueError:  # not the main thread: no handler, the flag stays False
+    previous = None
+  try:
+    yield flag
+  finally:
+    if previous is not None:
+      signal.signal(signal.SIGTERM, previous)
+
+
+class _NonFinite(FloatingPointError):
+  pass
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains and evaluates the model of ``config``, resuming from ``workdir`` if it has a run.
 
   Launching again on a finished workdir trains no further and returns the final metrics
-  of its last checkpoint.
+  of its last checkpoint. SIGTERM saves a checkpoint at the current step and returns
+  ``{'preempted': True, 'step': ...}``.
 
   Args:
     config: the experiment (see ``configs/default.py`` for every key).
@@ -87,48 +122,66 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   Returns:
     The final evaluation metrics: ``{'loss', 'accuracy', 'num_examples', 'step'}``.
+
+  Raises:
+    ValueError: a bad config or workdir (nothing is written).
+    FloatingPointError: a non-finite loss under ``nan_policy='stop'`` (names the step and
+      the last good checkpoint).
   """
   _check_config(config)
   is_main = jax.process_index() == 0
   num_steps = int(config.train.num_steps)
+  pcount = jax.process_count()
 
-  # --- Task, model and shapes, all before the workdir is touched. ---
+  # --- Task, model, strategy and shapes, all before the workdir is touched. ---
   info = data_lib.get_dataset_info(config.data)
   model, init_state, schedule = create_model_and_state(config, info)
+  strategy: Strategy = build_strategy(config.parallel, global_batch_size=config.train.batch_size)
   rng = jax.random.PRNGKey(config.seed)
   abstract_state = jax.eval_shape(init_state, rng)
   num_params = parameter_count(abstract_state.params)
-  logging.info("model: %s parameters; task %s: vocab %d, length %d, %d classes", f"{num_params:,}",
-               info.name, info.vocab_size, info.max_length, info.num_classes)
+  step_fn = make_train_step(schedule, label_smoothing=config.train.label_smoothing,
+                            microbatches=config.train.microbatches,
+                            nan_policy=config.train.nan_policy)
+  flops_per_step = train_flops_per_step(model.encoder, info.num_classes, info.max_length,
+                                        config.train.batch_size)
 
   prepare_workdir(workdir, config, write=is_main)
-  checkpointer = Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  checkpointer = Checkpointer(workdir, keep=config.train.keep_checkpoints,
+                              async_save=config.train.async_checkpoints,
+                              keep_best_by=config.train.keep_best_by,
+                              best_mode=config.train.best_mode)
   writer = MetricWriter(workdir, enabled=is_main)
-  eval_fn = jax.jit(eval_step)
+  eval_fn = strategy.compile_eval_step(eval_step, abstract_state)
 
-  def eval_batches():
-    return data_lib.make_eval_iterator(
-        config.data, split=config.data.eval_split, global_batch_size=config.train.eval_batch_size,
-        process_index=jax.process_index(), process_count=jax.process_count())
+  def run_eval(state) -> dict:
+    batches = data_lib.make_eval_iterator(
+        config.data, split=config.data.eval_split,
+        global_batch_size=config.train.eval_batch_size,
+        process_index=jax.process_index(), process_count=pcount)
+    return evaluate(eval_fn, state, batches, strategy.put_batch)
 
   train_iter = data_lib.make_train_iterator(
       config.data, global_batch_size=config.train.batch_size, seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count())
+      process_index=jax.process_index(), process_count=pcount)
 
-  # --- Restore or initialise. ---
+  # --- Restore or initialise, directly in the strategy's placement. ---
   if checkpointer.latest_step() is not None:
-    state, data_state = checkpointer.restore(abstract_state)
-    if data_state is not None:
-      train_iter.set_state(data_state)
+    state, data_state, _ = checkpointer.restore(strategy.abstract_with_shardings(abstract_state))
+    data_lib.restore_train_position(train_iter, data_state, step=int(state.step),
+                                    global_batch_size=config.train.batch_size,
+                                    process_count=pcount)
+    state = strategy.to_device_state(state)
     if is_main:
-      print(f"resuming from {checkpointer.directory} at step {int(state.step)}", flush=True)
+      print(f"resuming from {checkpointer.directory} at step "
+            f"{int(strategy.to_checkpoint_state(state).step)}", flush=True)
   else:
-    state = jax.jit(init_state)(rng)
-  start_step = int(state.step)
+    state = strategy.init_state(init_state, abstract_state, rng)
+  start_step = int(jax.device_get(strategy.to_checkpoint_state(state).step))
   writer.truncate_after(start_step)
 
   if start_step >= num_steps:
-    final = evaluate(eval_fn, state, eval_batches())
+    final = run_eval(state)
     final["step"] = start_step
     _report(f"run in {workdir} is already finished at step {start_step}", final, is_main)
     checkpointer.close()
@@ -136,34 +189,80 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return final
 
   # --- Train. ---
-  train_step = jax.jit(make_train_step(schedule, label_smoothing=config.train.label_smoothing),
-                       donate_argnums=0)
+  train_step = strategy.compile_train_step(step_fn, abstract_state)
+  peak, peak_source = peak_flops_per_device(config.model.dtype,
+                                            config.train.peak_flops_per_device)
   progress = Progress(num_steps, start_step, config.train.batch_size,
                       every=config.train.log_every, enabled=is_main)
   if is_main:
     print(f"training {num_params:,} parameters on {info.name} for steps "
-          f"{start_step + 1}..{num_steps}; workdir {workdir}", flush=True)
-  window: list[dict] = []
+          f"{start_step + 1}..{num_steps} with strategy '{strategy.name}' on "
+          f"{strategy.num_devices} device(s); {flops_per_step / 1e9:.2f} GFLOP/step; "
+          f"peak {peak / 1e12:.2f} TFLOP/s/device ({peak_source}); workdir {workdir}",
+          flush=True)
+  tokens_per_example = info.max_length
+  window: list[tuple[int, dict]] = []
   window_start = time.perf_counter()
+  last_saved = checkpointer.latest_step()
   final: dict = {}
-  for step in range(start_step + 1, num_steps + 1):
-    state, metrics = train_step(state, next(train_iter))
-    window.append(metrics)
-    shown = None
-    if step % config.train.log_every == 0 or step == num_steps:
-      shown = _summarise(jax.device_get(window))
-      elapsed = time.perf_counter() - window_start
-      shown["steps_per_sec"] = len(window) / elapsed
-      shown["examples_per_sec"] = len(window) * config.train.batch_size / elapsed
-      writer.write(step, "train", shown)
-      window, window_start = [], time.perf_counter()
-    progress.update(step, shown)
-    if step % config.train.eval_every == 0 or step == num_steps:
-      final = evaluate(eval_fn, state, eval_batches())
-      writer.write(step, "eval", final)
-      writer.flush()
-    if step % config.train.checkpoint_every == 0 or step == num_steps:
-      checkpointer.save(step, state, train_iter.get_state(), force=step == num_steps)
+
+  def check_window() -> None:
+    """Raises if a step of the window had a non-finite loss (policy 'stop')."""
+    if config.train.nan_policy != "stop" or not window:
+      return
+    losses = jax.device_get([m["loss"] for _, m in window])
+    for (s, _), loss in zip(window, losses):
+      if not np.isfinite(loss):
+        raise _NonFinite(
+            f"non-finite loss ({loss}) at step {s}; the last good checkpoint is step "
+            f"{last_saved} in {checkpointer.directory} (relaunching resumes from it). "
+            "Lower the learning rate, or set config.train.nan_policy='skip' to skip such "
+            "updates.")
+
+  with _preemption_flag() as preempted:
+    try:
+      for step in range(start_step + 1, num_steps + 1):
+        batch = strategy.put_batch(next(train_iter))
+        state, metrics = train_step(state, batch)
+        window.append((step, metrics))
+        shown = None
+        if step % config.train.log_every == 0 or step == num_steps:
+          check_window()
+          shown = _summarise(jax.device_get([m for _, m in window]))
+          elapsed = time.perf_counter() - window_start
+          steps_per_sec = len(window) / elapsed
+          shown.update(
+              steps_per_sec=steps_per_sec,
+              step_time=1.0 / steps_per_sec,
+              examples_per_sec=steps_per_sec * config.train.batch_size,
+              tokens_per_sec=steps_per_sec * config.train.batch_size * tokens_per_example,
+              mfu=flops_per_step * steps_per_sec / (peak * strategy.num_devices))
+          writer.write(step, "train", shown)
+          window, window_start = [], time.perf_counter()
+        progress.update(step, shown)
+        if step % config.train.eval_every == 0 or step == num_steps:
+          final = run_eval(state)
+          writer.write(step, "eval", final)
+          writer.flush()
+          checkpointer.save_if_best(step, strategy.to_checkpoint_state(state), final)
+        stop_now = preempted[0]
+        if step % config.train.checkpoint_every == 0 or step == num_steps or stop_now:
+          check_window()
+          checkpointer.save(step, strategy.to_checkpoint_state(state), train_iter.get_state(),
+                            force=True)
+          last_saved = step
+        if stop_now:
+          checkpointer.close()
+          writer.close()
+          progress.close()
+          if is_main:
+            print(f"SIGTERM: saved a checkpoint at step {step} in {checkpointer.directory}; "
+                  "relaunch the same command to resume", flush=True)
+          return {"preempted": True, "step": step}
+    except _NonFinite:
+      checkpointer.close()
+      writer.close()
+      raise
   progress.close()
   checkpointer.close()
   writer.close()
@@ -176,9 +275,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def _summarise(window: list[dict]) -> dict[str, float]:
-  """Means of loss and accuracy over the logging window; the last value of the rest."""
+  """Means of loss, accuracy and skipped over the logging window; the last value of the rest."""
   last = {k: float(v) for k, v in window[-1].items()}
-  for key in ("loss", "accuracy"):
+  for key in ("loss", "accuracy", "skipped"):
     last[key] = float(np.mean([m[key] for m in window]))
   return last
 
@@ -188,3 +287,4 @@ def _report(prefix: str, metrics: dict, is_main: bool) -> None:
     print(f"{prefix}: eval accuracy {metrics['accuracy']:.4f}, eval loss "
           f"{metrics['loss']:.4f} ({metrics['num_examples']} examples, step "
           f"{metrics['step']})", flush=True)
+  logging.info("%s: %s", prefix, metrics)

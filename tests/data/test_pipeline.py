@@ -114,16 +114,30 @@ def test_train_epochs_cover_split_and_reshuffle(digits_config):
   assert not np.array_equal(batches[0]["inputs"], batches[3]["inputs"])
 
 
-def test_train_process_shards_are_disjoint_and_cover(digits_config):
-  # Two processes, 718 examples each (one dropped); 2 batches of 359 = one shard epoch.
-  shards = [_rows(_take(data.make_train_iterator(digits_config, global_batch_size=718, seed=0,
-                                                  process_index=p, process_count=2), 2))
+@pytest.mark.parametrize("process_count", [2, 4])
+def test_process_batches_are_slices_of_the_global_batch(digits_config, process_count):
+  # Every step's examples are the same whatever the number of processes, so runs are
+  # reproducible across topologies (and multi-host losses equal single-host ones).
+  whole = _take(data.make_train_iterator(digits_config, global_batch_size=64, seed=3), 30)
+  parts = [_take(data.make_train_iterator(digits_config, global_batch_size=64, seed=3,
+                                          process_index=p, process_count=process_count), 30)
+           for p in range(process_count)]
+  for step in range(30):
+    for key in ("inputs", "label"):
+      np.testing.assert_array_equal(
+          np.concatenate([part[step][key] for part in parts]), whole[step][key])
+
+
+def test_process_shards_of_one_epoch_are_disjoint_and_cover(digits_config):
+  # 1437 train examples, global batches of 479: three steps are exactly one epoch.
+  shards = [_rows(_take(data.make_train_iterator(digits_config, global_batch_size=479 * 2,
+                                                  seed=0, process_index=p, process_count=2), 1))
             for p in range(2)]
-  all_rows = _split_rows(digits_config, "train")
+  # Batches of 958 across 2 processes: the first global batch is 958 distinct examples.
   union = shards[0] + shards[1]
-  assert sum(union.values()) == 1436
-  assert not union - all_rows  # no example twice, none foreign
-  assert sum((all_rows - union).values()) == 1  # the shard remainder
+  assert sum(union.values()) == 958
+  assert not union - _split_rows(digits_config, "train")  # no example twice, none foreign
+  assert not shards[0] & shards[1]
 
 
 def test_train_state_restores_exactly(digits_config):

@@ -24,13 +24,25 @@ def _ref(q, k, v, opts):
 
 
 @pytest.mark.parametrize("case", sorted(OPTION_CASES))
-def test_forward_matches_reference_and_gradients_match_dense(case):
+def test_forward_matches_reference(case):
   q, k, v, opts = make_case(case)
   # Blocks smaller than (and not dividing) the sequences: padding and many blocks.
   out, lse = chunked_attention(q, k, v, block_q=4, block_kv=3, return_residual=True, **opts)
   ref_out, ref_lse, _ = _ref(q, k, v, opts)
   np.testing.assert_allclose(out, ref_out, atol=2e-5, rtol=2e-5)
   np.testing.assert_allclose(lse, ref_lse, atol=2e-5, rtol=2e-5)
+
+
+# Gradient cases: "everything" combines every option; the others add what it cannot
+# (full per-head bias, unidirectional T5, lengths, MQA, T > S, odd batch layouts).
+_GRAD_CASES = ["everything", "bias", "t5_unidirectional", "lengths", "mqa",
+               "causal_bottom_right_t_gt_s", "two_batch_dims_vdim", "no_batch_dims"]
+
+
+@pytest.mark.parametrize("case", _GRAD_CASES)
+def test_gradients_match_dense(case):
+  q, k, v, opts = make_case(case)
+  out = chunked_attention(q, k, v, block_q=4, block_kv=3, **opts)
 
   diff = {n: jnp.asarray(opts[n]) for n in _DIFF if n in opts}
   static = {a: b for a, b in opts.items() if a not in diff}
@@ -146,7 +158,7 @@ def test_composes_with_jit_and_vmap():
     np.testing.assert_allclose(batched[i], g(q, k, v, lens[i]), atol=1e-6)
 
 
-@hypothesis.settings(max_examples=8, deadline=None, derandomize=True,
+@hypothesis.settings(max_examples=6, deadline=None, derandomize=True,
                      suppress_health_check=list(hypothesis.HealthCheck))
 @hypothesis.given(
     t=st.integers(1, 21), s=st.integers(1, 21), kv_heads=st.sampled_from([1, 2]),

@@ -49,7 +49,7 @@ def _params(workdir, config):
   _, init_state, _ = create_model_and_state(config, info)
   abstract = jax.eval_shape(init_state, jax.random.PRNGKey(config.seed))
   ckpt = Checkpointer(workdir)
-  state, _ = ckpt.restore(abstract)
+  state, _, _ = ckpt.restore(abstract)
   ckpt.close()
   return state
 
@@ -90,7 +90,9 @@ def test_checkpoint_round_trip_evaluates_identically(smoke_config, tmp_path):
   ckpt.save(7, state, train_iter.get_state())
   expected_next = next(train_iter)
   ckpt.close()
-  restored, data_state = Checkpointer(str(tmp_path)).restore(jax.eval_shape(init_state, rng))
+  restored, data_state, step = Checkpointer(str(tmp_path)).restore(
+      jax.eval_shape(init_state, rng))
+  assert step == 7
   assert evaluate(eval_fn, restored, batches) == before
   fresh_iter = data_lib.make_train_iterator(config.data, global_batch_size=16, seed=0)
   fresh_iter.set_state(data_state)
