@@ -65,22 +65,32 @@ def main(argv: list[str]) -> None:
     if _SWEEP.value:
       # Imported after flag parsing so `--help` and flag errors stay fast.
       from attnjax import sweep  # pylint: disable=import-outside-toplevel
-      failed = sweep.main(
-          config, config_spec=config_flags.get_config_filename(flags.FLAGS["config"]),
-          sweep_dir=workdir, parallel=_SWEEP_PARALLEL.value, dry_run=_SWEEP_DRY_RUN.value,
-          extra_flags=sweep.config_flags_from_argv(sys.argv[1:]))
+      try:
+        failed = sweep.main(
+            config, config_spec=config_flags.get_config_filename(flags.FLAGS["config"]),
+            sweep_dir=workdir, parallel=_SWEEP_PARALLEL.value, dry_run=_SWEEP_DRY_RUN.value,
+            extra_flags=sweep.config_flags_from_argv(sys.argv[1:]))
+      except sweep.SweepPreempted as e:
+        print(f"preempted: {e}", file=sys.stderr)
+        sys.exit(143)  # 128 + SIGTERM, what schedulers expect of a preempted job
       if failed:
         print(f"error: {failed} sweep point(s) failed; see {workdir}/results.md",
               file=sys.stderr)
         sys.exit(1)
       return
-    from attnjax.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
-    train_and_evaluate(config, workdir)
+    from attnjax.train import distributed, loop  # pylint: disable=import-outside-toplevel
+    distributed.maybe_initialize(config.parallel)  # before anything touches a device
+    result = loop.train_and_evaluate(config, workdir)
   except (ValueError, FileNotFoundError) as e:
     # Configuration and input errors: the message names what is wrong; no traceback.
     logging.debug("error", exc_info=True)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except FloatingPointError as e:  # the NaN guard: names the step and the last checkpoint
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(3)
+  if result.get("preempted"):
+    sys.exit(loop.PREEMPTED_EXIT_CODE)
 
 
 if __name__ == "__main__":

@@ -228,15 +228,21 @@ def _record_error(point: Point, error: str | None) -> None:
     f.write(error)
 
 
+#: Returned by :func:`_run_in_process` when the run stopped on SIGTERM (not an error).
+PREEMPTED = "preempted"
+
+
 def _run_in_process(config: ml_collections.ConfigDict, point: Point) -> str | None:
-  """Trains one point here; returns None or the error's one-line description."""
+  """Trains one point here; returns None, :data:`PREEMPTED` or the error's one-line description."""
   from attnjax.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
   try:
-    train_and_evaluate(config, point.workdir)
+    result = train_and_evaluate(config, point.workdir)
   except Exception as e:  # pylint: disable=broad-except  (one point must not stop the sweep)
     traceback.print_exc()
     return f"{type(e).__name__}: {e}".splitlines()[0]
-  return None
+  # The loop saves a checkpoint and returns on SIGTERM: the whole sweep must stop
+  # then, not go on to the next point.
+  return PREEMPTED if result.get("preempted") else None
 
 
 def _last_error_line(log_path: str) -> str:
@@ -280,7 +286,11 @@ def run_sweep(base_config: ml_collections.ConfigDict, points: Sequence[Point], *
               parallel: int = 1, config_spec: str | None = None,
               extra_flags: Sequence[str] = (), launcher: Sequence[str] | None = None,
               log: Callable[[str], None] = print) -> dict[str, str]:
-  """Runs every unfinished point; returns point name -> ``skipped`` | ``done`` | ``failed``.
+  """Runs every unfinished point; returns point name -> status.
+
+  Statuses: ``skipped`` (finished before), ``done``, ``failed``, ``preempted`` (SIGTERM:
+  the run checkpointed and the sweep stopped; the same command continues it) and
+  ``not run`` (after a preemption).
 
   Args:
     base_config: the config every point starts from (command-line overrides applied).
@@ -315,10 +325,13 @@ def run_sweep(base_config: ml_collections.ConfigDict, points: Sequence[Point], *
       f"({'in this process' if parallel == 1 else f'{parallel} at a time'}); "
       f"{num_steps} steps each")
   if parallel == 1:
-    errors = {}
+    errors: dict[str, str | None] = {}
     for i, (point, config) in enumerate(todo):
       log(f"[sweep] ({i + 1}/{len(todo)}) {point.name}")
       errors[point.name] = _run_in_process(config, point)
+      if errors[point.name] == PREEMPTED:
+        log(f"[sweep] preempted during {point.name}; stopping (the same command resumes)")
+        break
   else:
     if config_spec is None:
       raise ValueError("parallel sweeps need config_spec to build launch commands")
@@ -327,8 +340,13 @@ def run_sweep(base_config: ml_collections.ConfigDict, points: Sequence[Point], *
         [(p, launch_argv(config_spec, p, extra_flags, launcher=launcher)) for p, _ in todo],
         parallel, log)
   for point, _ in todo:
-    _record_error(point, errors[point.name])
-    status[point.name] = "done" if errors[point.name] is None else "failed"
+    if point.name not in errors:
+      status[point.name] = "not run"
+    elif errors[point.name] == PREEMPTED:
+      status[point.name] = PREEMPTED
+    else:
+      _record_error(point, errors[point.name])
+      status[point.name] = "done" if errors[point.name] is None else "failed"
   return status
 
 
@@ -507,6 +525,9 @@ def main(base_config: ml_collections.ConfigDict, *, config_spec: str, sweep_dir:
          launcher: Sequence[str] | None = None, log: Callable[[str], None] = print) -> int:
   """What ``launch.py --sweep`` does; returns the number of failed points.
 
+  Raises:
+    SweepPreempted: a point stopped on SIGTERM (after writing the table).
+
   Args:
     base_config: the resolved config (file, arg and command-line overrides).
     config_spec: ``path.py[:arg]`` as given to ``--config``.
@@ -524,11 +545,17 @@ def main(base_config: ml_collections.ConfigDict, *, config_spec: str, sweep_dir:
       print(shlex.join(launch_argv(config_spec, point, extra_flags,
                                    launcher=launcher or ("python", "launch.py"))))
     return 0
-  run_sweep(base_config, points, parallel=parallel, config_spec=config_spec,
-            extra_flags=extra_flags, launcher=launcher, log=log)
+  status = run_sweep(base_config, points, parallel=parallel, config_spec=config_spec,
+                     extra_flags=extra_flags, launcher=launcher, log=log)
   rows = [summarize_point(base_config, p) for p in points]
   paths = write_results(sweep_dir, rows, title=config_spec)
   failed = sum(r["status"] == "failed" for r in rows)
   log(f"[sweep] {len(rows) - failed}/{len(rows)} points ok; table {paths['md']}, "
       f"{paths['csv']}, plot {paths['png']}")
+  if PREEMPTED in status.values():
+    raise SweepPreempted("the sweep stopped on SIGTERM; the same command continues it")
   return failed
+
+
+class SweepPreempted(Exception):
+  """The sweep stopped because a point was preempted (SIGTERM); its table is written."""

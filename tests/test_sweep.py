@@ -140,6 +140,7 @@ def test_dry_run_prints_one_command_per_point(tmp_path, config_file):
   assert not os.path.exists(sweep_dir)
 
 
+@pytest.mark.slow
 def test_parallel_sweep_runs_launch_subprocesses(tmp_path, config_file, data_dir):
   sweep_dir = str(tmp_path / "par")
   failed = sweep.main(_base_config(data_dir), config_spec=f"{config_file}:2",

@@ -208,7 +208,10 @@ def build_strategy(parallel: ml_collections.ConfigDict, *, global_batch_size: in
                        f"{total} devices (strategy 'pmap')")
     return Strategy(name, Mesh(np.array(local), ("devices",)), total)
   sizes = mesh_shape(parallel.mesh, jax.device_count())
-  mesh = jax.make_mesh(sizes, MESH_AXES, devices=jax.devices())
+  # Auto axes: XLA's partitioner propagates shardings from the parameters and the batch
+  # (JAX 0.10's make_mesh defaults to Explicit axes, which type-check every gather).
+  mesh = jax.make_mesh(sizes, MESH_AXES, devices=jax.devices(),
+                       axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
   batch_shards = sizes[0] * sizes[1]
   if global_batch_size % batch_shards:
     raise ValueError(f"config.train.batch_size={global_batch_size} is not divisible by "

@@ -1,0 +1,66 @@
+"""configs/lra: every task and size builds; LRA sizes; one parameter budget across kernels."""
+
+from __future__ import annotations
+
+import importlib
+
+import jax
+import pytest
+
+from attnjax import data as data_lib
+from attnjax import kernels
+from attnjax import sweep
+from attnjax.train import create_model_and_state, parameter_count
+
+TASKS = ("listops", "text", "image", "pathfinder")
+
+
+def _params(config) -> int:
+  info = data_lib.get_dataset_info(config.data)
+  _, init_state, _ = create_model_and_state(config, info)
+  return parameter_count(jax.eval_shape(init_state, jax.random.PRNGKey(0)).params)
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("size", ("base", "small", "smoke"))
+def test_every_kernel_has_the_same_parameter_budget(task, size):
+  module = importlib.import_module(f"configs.lra.{task}")
+  counts = {k: _params(module.get_config(f"kernel={k},size={size}"))
+            for k in kernels.list_kernels()}
+  assert len(set(counts.values())) == 1, counts
+  # The sweep is over exactly the registered kernels, and its overrides apply.
+  points = module.get_sweep()
+  assert [p["model.attention.kernel"] for p in points] == kernels.list_kernels()
+  base = module.get_config(f"size={size}")
+  for p in points:
+    assert sweep.apply_overrides(base, p).model.attention.kernel == p["model.attention.kernel"]
+
+
+def test_lra_base_sizes():
+  from configs.lra import image, listops, pathfinder, text  # pylint: disable=import-outside-toplevel
+  lo = listops.get_config()
+  assert (lo.data.name, lo.model.num_layers, lo.model.hidden_size, lo.model.num_heads,
+          lo.model.mlp_dim, lo.train.batch_size, lo.train.num_steps) == (
+              "listops", 6, 512, 8, 2048, 32, 5000)
+  tx = text.get_config()
+  assert (tx.data.name, tx.model.num_layers, tx.model.hidden_size, tx.model.mlp_dim,
+          tx.train.num_steps) == ("imdb_bytes_4k", 4, 256, 1024, 20000)
+  assert text.get_config("length=1k").data.name == "imdb_bytes_1k"
+  im = image.get_config()
+  assert (im.data.name, im.model.num_layers, im.model.hidden_size, im.train.batch_size) == (
+      "cifar10_gray", 1, 32, 256)
+  assert image.get_config("offline").data.name == "digits"
+  pf = pathfinder.get_config()
+  assert (pf.data.name, pf.model.pooling, pf.model.position, pf.train.batch_size) == (
+      "pathfinder32", "mean", "sinusoidal", 512)
+  # Pinned parameter counts of the LRA-size models (vocabulary and length included).
+  assert _params(lo) == PINNED_LISTOPS_BASE
+
+
+PINNED_LISTOPS_BASE = 19_953_162  # 6 x 3.15M blocks + 2,001 x 512 positions + embeddings
+
+
+def test_bad_size_is_an_error():
+  from configs.lra import listops  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match="size='huge'"):
+    listops.get_config("size=huge")
