@@ -41,7 +41,11 @@ class Checkpointer:
         raise ValueError(f"config.train.best_mode={best_mode!r}; expected 'max' or 'min'")
       best_options = ocp.CheckpointManagerOptions(
           max_to_keep=1, create=True, enable_async_checkpointing=async_save,
-          best_fn=lambda metrics: metrics[keep_best_by], best_mode=best_mode)
+          best_fn=lambda metrics: metrics[keep_best_by], best_mode=best_mode,
+          # Its own barrier names: with several processes, both managers saving the same
+          # step would otherwise wait on one barrier ("already ongoing").
+          multiprocessing_options=ocp.options.MultiprocessingOptions(
+              barrier_sync_key_prefix="best"))
       self._best = ocp.CheckpointManager(
           os.path.join(os.path.abspath(workdir), "best_checkpoint"), options=best_options)
 
