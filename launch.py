@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import sys
 
 from absl import app, flags, logging
@@ -28,10 +29,48 @@ from ml_collections import config_flags
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(_HERE, "configs", "default.py"),
-    "Experiment config file, optionally with an argument: configs/x.py:key=value,...",
-    lock_config=True)
+# Errors in the config file or its overrides, raised while flags are defined or parsed.
+_CONFIG_ERRORS = (AttributeError, KeyError, OSError, TypeError, ValueError, flags.Error)
+
+
+def _config_error(e: BaseException) -> str:
+  """A readable line for a config error: no traceback, no escaped quotes."""
+  chain = []
+  while e is not None:
+    text = str(e.args[0]) if e.args else str(e)
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
+      text = text[1:-1]  # a KeyError's repr-quoted message
+    chain.append(text.replace("\\n", "\n").replace("\\'", "'"))
+    e = e.__cause__ or e.__context__
+  everything = [line.strip() for line in "\n".join(chain).splitlines()]
+  if any("No such file or directory" in line for line in everything):
+    missing = next((line for line in everything if line.endswith(".py")), "?")
+    return f"--config: config file {missing!r} does not exist"
+  text = chain[0]
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  if "Traceback (most recent call last)" in text:
+    # ml_collections folds the config module's traceback into its message: keep the
+    # exception line only (e.g. "ValueError: unknown config argument 'smok' ...").
+    lines = [next(line for line in reversed(lines) if re.match(r"^\w+(Error|Exception):", line))]
+  if len(lines) == 2 and lines[1].startswith("Did you mean"):
+    return f"--config: unknown config key '{lines[0].strip(chr(39))}' (the config is locked). {lines[1]}"
+  return "--config: " + " ".join(lines)
+
+
+def _exit_on_config_error(e: BaseException):
+  if __name__ != "__main__":
+    raise e
+  print(f"error: {_config_error(e)}", file=sys.stderr)
+  sys.exit(2)
+
+
+try:
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", os.path.join(_HERE, "configs", "default.py"),
+      "Experiment config file, optionally with an argument: configs/x.py:key=value,...",
+      lock_config=True)
+except _CONFIG_ERRORS as err:  # overrides are checked against the default config here
+  _exit_on_config_error(err)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Run directory; default runs/<config name>-<UTC timestamp>. "
     "An existing run directory is resumed.")
@@ -56,7 +95,11 @@ def main(argv: list[str]) -> None:
   if not flags.FLAGS["verbosity"].present:
     # Orbax and TFDS log every step of every save at INFO; progress has its own lines.
     logging.set_verbosity(logging.WARNING)
-  config = _CONFIG.value
+  try:
+    config = _CONFIG.value
+    config.keys()  # a config that failed to load raises on first use: make that here
+  except _CONFIG_ERRORS as e:  # a config file that failed to load during flag parsing
+    _exit_on_config_error(e)
   if (_SWEEP_DRY_RUN.value or _SWEEP_PARALLEL.value > 1) and not _SWEEP.value:
     raise app.UsageError("--sweep_dry_run and --sweep_parallel need --sweep")
   workdir = _WORKDIR.value or default_workdir(
@@ -93,5 +136,12 @@ def main(argv: list[str]) -> None:
     sys.exit(loop.PREEMPTED_EXIT_CODE)
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    return flags.FLAGS(argv)
+  except _CONFIG_ERRORS as e:
+    _exit_on_config_error(e)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
