@@ -43,7 +43,7 @@ MODEL = ["--config.model.hidden_size=128", "--config.model.num_layers=4",
 
 
 def run_point(label: str, devices: int, overrides: list[str], tmp: str) -> dict:
-  workdir = os.path.join(tmp, label.replace(" ", "_").replace("=", ""))
+  workdir = os.path.join(tmp, f"{label}-{devices}dev".replace(" ", "_").replace("=", ""))
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
              JAX_PLATFORMS="cpu")
   cmd = [sys.executable, os.path.join(ROOT, "launch.py"), "--config", "configs/default.py",
