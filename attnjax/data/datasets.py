@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import inspect
 import os
 import pathlib
 from typing import Any, Callable, Mapping, Sequence
@@ -21,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 import grain
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from attnjax.registry import Registry
 
@@ -91,6 +93,35 @@ class DatasetSpec:
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+class LocalBuilder(tfds.core.GeneratorBasedBuilder):
+  """Base of the TFDS builders that live in this package and download nothing.
+
+  Works around tensorflow-datasets 4.9.x on Python >= 3.9: the inherited ``code_path``
+  reaches ``importlib_resources.abc.Traversable``, but tfds declares the
+  ``importlib_resources`` backport only for Python < 3.9, so a builder in an installed
+  package fails with ModuleNotFoundError. TFDS uses ``code_path`` only to find an optional
+  ``checksums.tsv`` beside the builder, and its own fallback is ``inspect.getfile(cls)``,
+  which is what this returns.
+  """
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path | None:
+    return epath.Path(inspect.getfile(cls))
+
+
+def builder_source(builder_cls: type[tfds.core.DatasetBuilder],
+                   config: str | None = None) -> SourceFn:
+  """A :data:`SourceFn` that prepares ``builder_cls`` (one of its configs) on first use."""
+  kwargs = {"config": config} if config else {}
+
+  def source(data_config: Any, split: str) -> Sequence[Mapping[str, Any]]:
+    builder = prepare_builder(builder_cls, resolve_data_dir(data_config), **kwargs)
+    return builder.as_data_source(split)
+
+  return source
 
 
 def get_dataset_spec(name: str) -> DatasetSpec:

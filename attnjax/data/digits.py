@@ -11,10 +11,8 @@ through ``tfds.data_source`` and works without TensorFlow installed.
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -66,25 +64,13 @@ def split_indices() -> tuple[np.ndarray, np.ndarray]:
   return train_idx, test_idx
 
 
-class Digits(tfds.core.GeneratorBasedBuilder):
+class Digits(datasets.LocalBuilder):
   """scikit-learn digits: 64 pixel tokens per 8x8 image, 10 classes."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {
       "1.0.0": "Initial release: stratified 1,437/360 split, seed 20240611.",
   }
-
-  # Workaround for tensorflow-datasets 4.9.x on Python >= 3.9: the inherited
-  # `code_path` reaches `importlib_resources.abc.Traversable`, but tfds only
-  # declares the `importlib_resources` backport for Python < 3.9, so any
-  # builder living in an installed package fails with ModuleNotFoundError.
-  # TFDS uses `code_path` only to locate an optional `checksums.tsv` next to
-  # the builder (we download nothing), and its own fallback branch is exactly
-  # `inspect.getfile(cls)`, so we return that directly.
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path | None:
-    return epath.Path(inspect.getfile(cls))
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -127,18 +113,12 @@ class Digits(tfds.core.GeneratorBasedBuilder):
       yield int(i), {"tokens": pixels[i] + 1, "label": int(labels[i])}
 
 
-def _digits_source(data_config: Any, split: str) -> Sequence[Mapping[str, Any]]:
-  """Random-access records of one split, preparing the data on first use."""
-  builder = datasets.prepare_builder(Digits, datasets.resolve_data_dir(data_config))
-  return builder.as_data_source(split)
-
-
 datasets.DATASETS.register("digits", datasets.DatasetSpec(
     info=datasets.DatasetInfo(
         name="digits", vocab_size=VOCAB_SIZE, max_length=SEQ_LEN,
         num_classes=NUM_CLASSES, num_train=NUM_TRAIN, num_eval=NUM_TEST, pad_id=PAD_ID),
     splits=("train", "test"),
-    source=_digits_source,
+    source=datasets.builder_source(Digits),
     inputs_key="tokens",
     label_key="label",
     train_split="train",

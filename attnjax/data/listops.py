@@ -31,11 +31,9 @@ CPU), registered as the tasks ``listops`` and ``listops_small``.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import random
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Sequence
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -182,7 +180,7 @@ SMALL = ListOpsConfig(
     min_length=100, max_length=300, num_train=4_000, num_validation=500, num_test=500)
 
 
-class ListOps(tfds.core.GeneratorBasedBuilder):
+class ListOps(datasets.LocalBuilder):
   """Seeded ListOps after the LRA specification (see the module docstring)."""
 
   # TFDS would derive "list_ops" from the class name; the task is called listops.
@@ -190,12 +188,6 @@ class ListOps(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [STANDARD, SMALL]
-
-  # Same tensorflow-datasets 4.9.x `code_path` workaround as attnjax.data.digits.Digits.
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path | None:
-    return epath.Path(inspect.getfile(cls))
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -238,19 +230,13 @@ class ListOps(tfds.core.GeneratorBasedBuilder):
 
 def listops_spec(task_name: str, config: ListOpsConfig) -> datasets.DatasetSpec:
   """A registrable task reading the ListOps variant ``config`` (a ``BUILDER_CONFIGS`` entry)."""
-
-  def source(data_config: Any, split: str) -> Sequence[Mapping[str, Any]]:
-    builder = datasets.prepare_builder(ListOps, datasets.resolve_data_dir(data_config),
-                                       config=config.name)
-    return builder.as_data_source(split)
-
   return datasets.DatasetSpec(
       info=datasets.DatasetInfo(
           name=task_name, vocab_size=VOCAB_SIZE, max_length=config.max_length,
           num_classes=NUM_CLASSES, num_train=config.num_train, num_eval=config.num_test,
           pad_id=PAD_ID),
       splits=("train", "validation", "test"),
-      source=source,
+      source=datasets.builder_source(ListOps, config.name),
       inputs_key="tokens",
       label_key="label",
       train_split="train",

@@ -29,11 +29,9 @@ Every example is drawn from its own ``numpy`` PCG64 stream seeded by
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -196,19 +194,13 @@ SMALL = PathfinderConfig(
     num_train=4_000, num_validation=500, num_test=500)
 
 
-class Pathfinder32(tfds.core.GeneratorBasedBuilder):
+class Pathfinder32(datasets.LocalBuilder):
   """Seeded Pathfinder-32 (see the module docstring)."""
 
   name = "pathfinder32"
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [STANDARD, SMALL]
-
-  # Same tensorflow-datasets 4.9.x `code_path` workaround as attnjax.data.digits.Digits.
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path | None:
-    return epath.Path(inspect.getfile(cls))
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -245,19 +237,13 @@ class Pathfinder32(tfds.core.GeneratorBasedBuilder):
 
 def pathfinder_spec(task_name: str, config: PathfinderConfig) -> datasets.DatasetSpec:
   """A registrable task reading the Pathfinder variant ``config``."""
-
-  def source(data_config: Any, split: str) -> Sequence[Mapping[str, Any]]:
-    builder = datasets.prepare_builder(Pathfinder32, datasets.resolve_data_dir(data_config),
-                                       config=config.name)
-    return builder.as_data_source(split)
-
   return datasets.DatasetSpec(
       info=datasets.DatasetInfo(
           name=task_name, vocab_size=VOCAB_SIZE, max_length=SEQ_LEN,
           num_classes=NUM_CLASSES, num_train=config.num_train, num_eval=config.num_test,
           pad_id=PAD_ID),
       splits=("train", "validation", "test"),
-      source=source,
+      source=datasets.builder_source(Pathfinder32, config.name),
       inputs_key="tokens",
       label_key="label",
       train_split="train",
