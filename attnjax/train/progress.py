@@ -48,7 +48,8 @@ class Progress:
     rate = (step - self._last_step) * self.batch_size / max(now - self._last_t, 1e-9)
     steps_per_s = (step - self.start) / max(now - self._t0, 1e-9)
     eta = (self.total - step) / max(steps_per_s, 1e-9)
-    print(f"step {step}/{self.total}  loss {metrics['loss']:.4f}  {rate:.0f} examples/s  "
+    mfu = f"  MFU {100 * metrics['mfu']:.1f}%" if "mfu" in metrics else ""
+    print(f"step {step}/{self.total}  loss {metrics['loss']:.4f}  {rate:.0f} examples/s{mfu}  "
           f"eta {_fmt_seconds(eta)}", file=self.stream, flush=True)
     self._last_step, self._last_t = step, now
 
