@@ -35,6 +35,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.worker_count = 0               # Grain worker processes (0 = in the main process)
   config.data.read_threads = 0               # tiny records: threaded reads cost more than they save
 
+  config.task = ml_collections.ConfigDict()
+  config.task.name = "classification"        # classification | regression | masked_lm (attnjax.train.tasks)
+
+  config.init = ml_collections.ConfigDict()
+  config.init.hf_path = ""                   # initial encoder: Hugging Face BERT dir, or "minilm"; "" = random
+  config.init.workdir = ""                   # or the latest checkpoint of an attnjax run (e.g. MLM pretraining)
+
   config.model = ml_collections.ConfigDict()
   config.model.preset = ""                   # a size preset (tiny, mini, small, base, ...) or "" for the fields below
   config.model.num_layers = 2                # encoder blocks

@@ -3,7 +3,9 @@
 Importing this package registers the built-in datasets (``digits``; the Long Range
 Arena tasks ``listops``, ``listops_small``, ``pathfinder32``, ``pathfinder32_small``;
 and, when the user has prepared them, the catalog-backed ``imdb_bytes_1k``,
-``imdb_bytes_4k`` and ``cifar10_gray``).
+``imdb_bytes_4k`` and ``cifar10_gray``; the tokenized text datasets of
+``attnjax.data.text``: ``stdlib_docstrings``, ``stdlib_corpus``, ``glue/sst2``,
+``glue/mrpc``, ``glue/stsb``, ``imdb_reviews`` and the user's files).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from attnjax.data import catalog  # pylint: disable=unused-import
 from attnjax.data import listops  # pylint: disable=unused-import
 from attnjax.data import pathfinder  # pylint: disable=unused-import
+from attnjax.data import text  # pylint: disable=unused-import
 from attnjax.data.datasets import DATASETS
 from attnjax.data.datasets import DatasetInfo
 from attnjax.data.datasets import DatasetSpec
@@ -25,12 +28,19 @@ from attnjax.data.pipeline import make_eval_iterator
 from attnjax.data.pipeline import make_train_iterator
 from attnjax.data.pipeline import num_eval_batches
 from attnjax.data.pipeline import restore_train_position
+from attnjax.data.text import TEXT_SOURCES
+from attnjax.data.text import TextDatasetInfo
+from attnjax.data.text import dataset_tokenizer
+from attnjax.data.text import resolve_data_config
 
 __all__ = [
     "DATASETS",
     "DatasetInfo",
     "DatasetSpec",
+    "TEXT_SOURCES",
+    "TextDatasetInfo",
     "ToModelInputs",
+    "dataset_tokenizer",
     "get_dataset_info",
     "get_dataset_spec",
     "list_datasets",
@@ -38,6 +48,7 @@ __all__ = [
     "make_train_iterator",
     "num_eval_batches",
     "prepare_builder",
+    "resolve_data_config",
     "resolve_data_dir",
     "restore_train_position",
 ]

@@ -1,6 +1,7 @@
 """``train_and_evaluate(config, workdir)``: the one training loop.
 
-Sections: task, model and parallel strategy from the config -> shapes via
+Sections: task (``attnjax.train.tasks``: model, loss, eval sums and final metrics), fine-tuning
+options and parallel strategy from the config -> shapes via
 ``jax.eval_shape`` -> workdir check -> restore (any strategy, falling back past unreadable
 checkpoints) or initialise in place -> train with periodic logging, evaluation,
 checkpoints, a NaN guard and preemption handling -> final evaluation, plots.
@@ -9,9 +10,12 @@ checkpoints, a NaN guard and preemption handling -> final evaluation, plots.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
+import os
 import signal
 import time
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -19,15 +23,18 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from jax.sharding import NamedSharding, PartitionSpec as P
+
 from attnjax import data as data_lib
-from attnjax.models import build_classifier
+from attnjax.train import finetune as finetune_lib
+from attnjax.train import tasks as tasks_lib
 from attnjax.train.checkpoints import Checkpointer
 from attnjax.train.flops import peak_flops_per_device, train_flops_per_step
 from attnjax.train.optimizers import build_optimizer
 from attnjax.train.parallel import Strategy, build_strategy
 from attnjax.train.progress import Progress
 from attnjax.train.state import TrainState
-from attnjax.train.steps import eval_step, make_train_step
+from attnjax.train.steps import make_train_step
 from attnjax.train.workdir import prepare_workdir
 from attnjax.train.writers import MetricWriter
 
@@ -39,6 +46,44 @@ def parameter_count(params) -> int:
   return int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(params)))
 
 
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """Everything the loop builds from the config before touching any array.
+
+  Attributes:
+    task: the task (model, loss, eval step, final metrics).
+    finetuning: the fine-tuning options (LoRA, freezing, layer-wise decay).
+    init_state: pure ``init_state(rng) -> TrainState``.
+    schedule: the learning-rate schedule.
+  """
+
+  task: tasks_lib.Task
+  finetuning: finetune_lib.FineTuning
+  init_state: Callable[[jax.Array], TrainState]
+  schedule: Any
+
+
+def create_setup(config: ml_collections.ConfigDict, info: data_lib.DatasetInfo) -> Setup:
+  """Builds the task, the (possibly LoRA-wrapped) model state and the optimizer."""
+  task = tasks_lib.build_task(config, info)
+  model = task.model
+  ft = finetune_lib.finetuning(config)
+  tx, schedule = build_optimizer(config.optimizer, config.train.num_steps)
+  tx = finetune_lib.wrap_optimizer(tx, ft, task.encoder.num_layers)
+  apply_fn = finetune_lib.lora_apply(model.apply, ft.lora_scale) if ft.lora else model.apply
+
+  def init_state(rng: jax.Array) -> TrainState:
+    params_rng, state_rng = jax.random.split(rng)
+    dummy = jnp.full((1, info.max_length), info.pad_id + 1, jnp.int32)
+    params = model.init({"params": params_rng}, dummy)["params"]
+    if ft.lora:
+      params = {"model": params,
+                "lora": finetune_lib.init_lora(jax.random.fold_in(params_rng, 1), params, ft)}
+    return TrainState.create(apply_fn=apply_fn, params=params, tx=tx, rng=state_rng)
+
+  return Setup(task, ft, init_state, schedule)
+
+
 def create_model_and_state(config: ml_collections.ConfigDict, info: data_lib.DatasetInfo):
   """Builds the model, optimizer and the function that initialises the TrainState.
 
@@ -46,33 +91,87 @@ def create_model_and_state(config: ml_collections.ConfigDict, info: data_lib.Dat
     ``(model, init_state, schedule)`` where ``init_state(rng) -> TrainState`` is pure, so
     ``jax.eval_shape(init_state, rng)`` gives every shape before anything is allocated.
   """
-  model = build_classifier(config.model, vocab_size=info.vocab_size,
-                           max_length=info.max_length, num_classes=info.num_classes,
-                           pad_id=info.pad_id)
-  tx, schedule = build_optimizer(config.optimizer, config.train.num_steps)
-
-  def init_state(rng: jax.Array) -> TrainState:
-    params_rng, state_rng = jax.random.split(rng)
-    dummy = jnp.full((1, info.max_length), info.pad_id + 1, jnp.int32)
-    params = model.init({"params": params_rng}, dummy)["params"]
-    return TrainState.create(apply_fn=model.apply, params=params, tx=tx, rng=state_rng)
-
-  return model, init_state, schedule
+  setup = create_setup(config, info)
+  return setup.task.model, setup.init_state, setup.schedule
 
 
 def evaluate(eval_fn, state: TrainState, batches: Iterable[dict],
-             put_batch=lambda b: b) -> dict[str, float]:
-  """Exact weighted loss and accuracy over every batch of a split."""
+             put_batch=lambda b: b, finalize=None,
+             gathers_outputs: bool = False) -> dict[str, float]:
+  """Exact metrics over every batch of a split.
+
+  Args:
+    eval_fn: ``eval_fn(state, batch)`` -> weighted sums (or ``(sums, per-example outputs)``
+      with ``gathers_outputs``).
+    state: the train state.
+    batches: eval batches with a ``weight`` (0 marks padding rows).
+    put_batch: places a batch for the strategy.
+    finalize: ``finalize(sums, outputs) -> metrics``; default classification's loss,
+      accuracy (and macro F1 and Matthews correlation when the sums carry a confusion matrix).
+    gathers_outputs: ``eval_fn`` also returns per-example outputs; padding rows (weight 0)
+      are dropped before ``finalize`` sees them.
+  """
   totals = None
+  gathered = []
   for batch in batches:
     out = eval_fn(state, put_batch(batch))
+    if gathers_outputs:
+      out, per_example = out
+      gathered.append(jax.device_get(per_example))
     totals = out if totals is None else jax.tree_util.tree_map(jnp.add, totals, out)
   if totals is None:
     raise ValueError("the evaluation split yielded no batches")
   totals = jax.device_get(totals)
-  n = float(totals["weight_sum"])
-  return {"loss": float(totals["loss_sum"]) / n, "accuracy": float(totals["correct_sum"]) / n,
-          "num_examples": int(n)}
+  outputs = None
+  if gathers_outputs:
+    outputs = {k: np.concatenate([np.asarray(g[k]) for g in gathered]) for k in gathered[0]}
+    real = outputs.pop("weight") > 0
+    outputs = {k: v[real] for k, v in outputs.items()}
+  return (finalize or tasks_lib.classification_metrics)(totals, outputs)
+
+
+def compile_eval(strategy: Strategy, task: tasks_lib.Task, abstract_state) -> Callable:
+  """The task's eval step compiled for the strategy; per-example outputs come back whole.
+
+  Sums are reduced over devices; per-example outputs (``task.gathers_outputs``) are
+  gathered in batch order (under ``pmap`` from the device axis, across hosts with
+  ``process_allgather``).
+  """
+  if not task.gathers_outputs:
+    return strategy.compile_eval_step(task.eval_fn, abstract_state)
+  if strategy.name == "pmap":
+    def per_device(s, b):
+      sums, outputs = task.eval_fn(s, b)
+      return jax.lax.psum(sums, "devices"), outputs
+    pmapped = jax.pmap(per_device, axis_name="devices")
+
+    def run(state, batch):
+      sums, outputs = pmapped(state, batch)
+      outputs = jax.tree_util.tree_map(
+          lambda x: np.asarray(x).reshape((-1,) + x.shape[2:]), outputs)
+      if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+        outputs = jax.tree_util.tree_map(
+            lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), outputs)
+      return jax.tree_util.tree_map(lambda x: x[0], sums), outputs
+    return run
+  return jax.jit(task.eval_fn, in_shardings=(strategy.state_shardings(abstract_state),
+                                             strategy.batch_sharding()),
+                 out_shardings=NamedSharding(strategy.mesh, P()))
+
+
+def initialise_from_pretrained(config: ml_collections.ConfigDict, state, strategy: Strategy,
+                               is_main: bool):
+  """Replaces the fresh encoder by the one ``config.init`` names (no-op when unset)."""
+  initial = finetune_lib.initial_encoder(config)
+  if initial is None:
+    return state
+  encoder, source = initial
+  host = strategy.to_checkpoint_state(state)
+  params = finetune_lib.overlay_encoder(host.params, encoder, source)
+  if is_main:
+    print(f"initialised the encoder from {source}", flush=True)
+  return strategy.to_device_state(host.replace(params=params))
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
@@ -134,17 +233,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   pcount = jax.process_count()
 
   # --- Task, model, strategy and shapes, all before the workdir is touched. ---
-  info = data_lib.get_dataset_info(config.data)
-  model, init_state, schedule = create_model_and_state(config, info)
+  # Text datasets defined by config options (tokenizer, files, ...) are registered under a
+  # concrete name here, and their files checked (bad rows fail before anything is written).
+  data_config = data_lib.resolve_data_config(config.data)
+  info = data_lib.get_dataset_info(data_config)
+  setup = create_setup(config, info)
+  task, init_state, schedule = setup.task, setup.init_state, setup.schedule
   strategy: Strategy = build_strategy(config.parallel, global_batch_size=config.train.batch_size)
   rng = jax.random.PRNGKey(config.seed)
   abstract_state = jax.eval_shape(init_state, rng)
   num_params = parameter_count(abstract_state.params)
+  trainable = finetune_lib.trainable_mask(abstract_state.params, setup.finetuning,
+                                          task.encoder.num_layers)
+  counts = finetune_lib.parameter_counts(abstract_state.params, trainable)
   step_fn = make_train_step(schedule, label_smoothing=config.train.label_smoothing,
                             microbatches=config.train.microbatches,
-                            nan_policy=config.train.nan_policy)
-  flops_per_step = train_flops_per_step(model.encoder, info.num_classes, info.max_length,
+                            nan_policy=config.train.nan_policy, loss_fn=task.loss_fn,
+                            trainable=trainable)
+  flops_per_step = train_flops_per_step(task.encoder, info.num_classes, info.max_length,
                                         config.train.batch_size)
+  flops_per_step += task.extra_flops_per_example * config.train.batch_size
 
   prepare_workdir(workdir, config, write=is_main)
   checkpointer = Checkpointer(workdir, keep=config.train.keep_checkpoints,
@@ -152,17 +260,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                               keep_best_by=config.train.keep_best_by,
                               best_mode=config.train.best_mode)
   writer = MetricWriter(workdir, enabled=is_main)
-  eval_fn = strategy.compile_eval_step(eval_step, abstract_state)
+  if is_main:
+    _write_run_files(workdir, data_config, counts)
+  eval_fn = compile_eval(strategy, task, abstract_state)
 
   def run_eval(state) -> dict:
     batches = data_lib.make_eval_iterator(
-        config.data, split=config.data.eval_split,
+        data_config, split=config.data.eval_split,
         global_batch_size=config.train.eval_batch_size,
         process_index=jax.process_index(), process_count=pcount)
-    return evaluate(eval_fn, state, batches, strategy.put_batch)
+    return evaluate(eval_fn, state, batches, strategy.put_batch, finalize=task.finalize,
+                    gathers_outputs=task.gathers_outputs)
 
   train_iter = data_lib.make_train_iterator(
-      config.data, global_batch_size=config.train.batch_size, seed=config.seed,
+      data_config, global_batch_size=config.train.batch_size, seed=config.seed,
       process_index=jax.process_index(), process_count=pcount)
 
   # --- Restore or initialise, directly in the strategy's placement. ---
@@ -177,13 +288,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f"{int(strategy.to_checkpoint_state(state).step)}", flush=True)
   else:
     state = strategy.init_state(init_state, abstract_state, rng)
+    state = initialise_from_pretrained(config, state, strategy, is_main)
   start_step = int(jax.device_get(strategy.to_checkpoint_state(state).step))
   writer.truncate_after(start_step)
 
   if start_step >= num_steps:
     final = run_eval(state)
     final["step"] = start_step
-    _report(f"run in {workdir} is already finished at step {start_step}", final, is_main)
+    _report(f"run in {workdir} is already finished at step {start_step}", final, is_main,
+            task.summary)
     checkpointer.close()
     writer.close()
     return final
@@ -195,7 +308,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   progress = Progress(num_steps, start_step, config.train.batch_size,
                       every=config.train.log_every, enabled=is_main)
   if is_main:
-    print(f"training {num_params:,} parameters on {info.name} for steps "
+    trained = ("" if counts["trainable"] == num_params else
+               f" ({counts['trainable']:,} trainable, {100 * counts['trainable_fraction']:.2f}%)")
+    print(f"training {num_params:,} parameters{trained} on {info.name} for steps "
           f"{start_step + 1}..{num_steps} with strategy '{strategy.name}' on "
           f"{strategy.num_devices} device(s); {flops_per_step / 1e9:.2f} GFLOP/step; "
           f"peak {peak / 1e12:.2f} TFLOP/s/device ({peak_source}); workdir {workdir}",
@@ -228,7 +343,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         shown = None
         if step % config.train.log_every == 0 or step == num_steps:
           check_window()
-          shown = _summarise(jax.device_get([m for _, m in window]))
+          shown = _summarise(jax.device_get([m for _, m in window]), task.train_metrics)
           elapsed = time.perf_counter() - window_start
           steps_per_sec = len(window) / elapsed
           shown.update(
@@ -270,21 +385,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if is_main:
     from attnjax.inspect.plots import plot_curves  # pylint: disable=import-outside-toplevel
     plot_curves(workdir)
-  _report(f"finished {workdir}", final, is_main)
+  _report(f"finished {workdir}", final, is_main, task.summary)
   return final
 
 
-def _summarise(window: list[dict]) -> dict[str, float]:
-  """Means of loss, accuracy and skipped over the logging window; the last value of the rest."""
+def _summarise(window: list[dict], task_metrics: tuple[str, ...] = ("accuracy",)
+               ) -> dict[str, float]:
+  """Means of loss, the task's metrics and skipped over the logging window; the last value
+  of the rest."""
   last = {k: float(v) for k, v in window[-1].items()}
-  for key in ("loss", "accuracy", "skipped"):
+  for key in ("loss", *task_metrics, "skipped"):
     last[key] = float(np.mean([m[key] for m in window]))
   return last
 
 
-def _report(prefix: str, metrics: dict, is_main: bool) -> None:
+def _write_run_files(workdir: str, data_config, counts: dict) -> None:
+  """``parameters.json`` (total and trainable counts) and the dataset's tokenizer, if any.
+
+  The tokenizer travels with the run so that fine-tuning from it (``config.init.workdir``)
+  and export use the vocabulary the embeddings were trained with.
+  """
+  with open(os.path.join(workdir, "parameters.json"), "w") as f:
+    json.dump(counts, f, indent=2)
+  tokenizer = data_lib.dataset_tokenizer(data_config)
+  if tokenizer is not None:
+    tmp = os.path.join(workdir, "tokenizer.json.tmp")
+    tokenizer.save(tmp)
+    os.replace(tmp, os.path.join(workdir, "tokenizer.json"))
+
+
+def _report(prefix: str, metrics: dict, is_main: bool,
+            keys: tuple[str, ...] = ("accuracy", "loss")) -> None:
   if is_main:
-    print(f"{prefix}: eval accuracy {metrics['accuracy']:.4f}, eval loss "
-          f"{metrics['loss']:.4f} ({metrics['num_examples']} examples, step "
+    shown = ", ".join(f"eval {k} {metrics[k]:.4f}" for k in keys if k in metrics)
+    print(f"{prefix}: {shown} ({metrics['num_examples']} examples, step "
           f"{metrics['step']})", flush=True)
   logging.info("%s: %s", prefix, metrics)

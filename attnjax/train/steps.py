@@ -1,8 +1,13 @@
-"""Pure train and eval steps for classification: ``(state, batch) -> (state, metrics)``."""
+"""The one pure train step ``(state, batch) -> (state, metrics)`` and classification's eval step.
+
+The step is task-agnostic: a task (``attnjax.train.tasks``) supplies the per-batch loss
+``loss_fn(apply_fn, params, batch, rng) -> (loss, {metric: value})``; classification (the
+default) is :func:`classification_loss_fn`.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +17,8 @@ from attnjax.train.state import TrainState
 
 Batch = dict[str, jax.Array]
 NAN_POLICIES = ("stop", "skip", "off")
+#: ``loss_fn(apply_fn, params, batch, rng) -> (mean loss, {metric: mean})``, train mode.
+LossFn = Callable[[Callable, Any, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 
 
 def classification_loss(logits: jax.Array, labels: jax.Array, *,
@@ -22,6 +29,25 @@ def classification_loss(logits: jax.Array, labels: jax.Array, *,
   if label_smoothing:
     targets = optax.smooth_labels(targets, label_smoothing)
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def classification_loss_fn(*, label_smoothing: float = 0.0,
+                           model_kwargs: Callable[[Batch], dict] | None = None) -> LossFn:
+  """Softmax cross-entropy and accuracy of ``apply_fn(params, batch['inputs'])`` logits.
+
+  Args:
+    label_smoothing: as :func:`classification_loss`.
+    model_kwargs: extra keyword arguments of the model computed from the batch (e.g.
+      ``token_type_ids`` of sentence pairs); None passes none.
+  """
+  def loss_fn(apply_fn, params, batch, rng):
+    extra = model_kwargs(batch) if model_kwargs is not None else {}
+    logits = apply_fn({"params": params}, batch["inputs"], deterministic=False,
+                      rngs={"dropout": rng}, **extra)
+    loss = classification_loss(logits, batch["label"], label_smoothing=label_smoothing)
+    correct = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+    return loss.mean(), {"accuracy": correct}
+  return loss_fn
 
 
 def _split_microbatches(batch: Batch, k: int) -> Batch:
@@ -37,7 +63,8 @@ def _split_microbatches(batch: Batch, k: int) -> Batch:
 
 
 def make_train_step(schedule: optax.Schedule, *, label_smoothing: float = 0.0,
-                    microbatches: int = 1, nan_policy: str = "stop"
+                    microbatches: int = 1, nan_policy: str = "stop",
+                    loss_fn: LossFn | None = None, trainable: Any = None
                     ) -> Callable[..., tuple[TrainState, dict]]:
   """Returns the pure train step ``train_step(state, batch, axis_name=None)``.
 
@@ -51,13 +78,20 @@ def make_train_step(schedule: optax.Schedule, *, label_smoothing: float = 0.0,
   * ``nan_policy='skip'`` leaves parameters and optimizer state unchanged on a step whose
     loss, gradients or updated parameters are not finite (the step counter still advances, ``skipped`` = 1).
 
-  Metrics: loss, accuracy, learning rate, global norms of gradients, parameters and
-  updates, and ``skipped``.
+  * ``loss_fn`` (a task's loss, see :data:`LossFn`) defaults to classification with
+    ``label_smoothing``; its metrics join the step's metrics.
+  * ``trainable``: a pytree of bools shaped like the params; False leaves are frozen
+    (``stop_gradient``: zero gradients, and no weight-gradient matmuls are traced for them).
+    The optimizer must leave them unchanged too (``attnjax.train.finetune``).
+
+  Metrics: loss, the task's metrics (accuracy for classification), learning rate, global
+  norms of gradients, parameters and updates, and ``skipped``.
   """
   if nan_policy not in NAN_POLICIES:
     raise ValueError(f"config.train.nan_policy={nan_policy!r}; expected one of {NAN_POLICIES}")
   if microbatches < 1:
     raise ValueError(f"config.train.microbatches={microbatches} must be >= 1")
+  task_loss = loss_fn or classification_loss_fn(label_smoothing=label_smoothing)
 
   def train_step(state: TrainState, batch: Batch, axis_name: str | None = None
                  ) -> tuple[TrainState, dict]:
@@ -65,29 +99,31 @@ def make_train_step(schedule: optax.Schedule, *, label_smoothing: float = 0.0,
     if axis_name is not None:
       rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
 
-    def loss_fn(params, micro, micro_rng):
-      logits = state.apply_fn({"params": params}, micro["inputs"], deterministic=False,
-                              rngs={"dropout": micro_rng})
-      loss = classification_loss(logits, micro["label"], label_smoothing=label_smoothing)
-      correct = jnp.mean(jnp.argmax(logits, -1) == micro["label"])
-      return loss.mean(), correct
+    def batch_loss(params, micro, micro_rng):
+      if trainable is not None:
+        params = jax.tree_util.tree_map(
+            lambda p, t: p if t else jax.lax.stop_gradient(p), params, trainable)
+      return task_loss(state.apply_fn, params, micro, micro_rng)
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    grad_fn = jax.value_and_grad(batch_loss, has_aux=True)
     if microbatches == 1:
-      (loss, accuracy), grads = grad_fn(state.params, batch, rng)
+      (loss, aux), grads = grad_fn(state.params, batch, rng)
     else:
       def accumulate(carry, xs):
         i, micro = xs
         (l, a), g = grad_fn(state.params, micro, jax.random.fold_in(rng, i))
         return jax.tree_util.tree_map(jnp.add, carry, (l, a, g)), None
-      zeros = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
+      micro_batches = _split_microbatches(batch, microbatches)
+      first = jax.tree_util.tree_map(lambda x: x[0], micro_batches)
+      aux_shape = jax.eval_shape(batch_loss, state.params, first, rng)[1]
+      zeros = (jnp.zeros((), jnp.float32),
+               jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape),
                jax.tree_util.tree_map(jnp.zeros_like, state.params))
-      (loss, accuracy, grads), _ = jax.lax.scan(
-          accumulate, zeros, (jnp.arange(microbatches), _split_microbatches(batch, microbatches)))
-      loss, accuracy, grads = jax.tree_util.tree_map(lambda x: x / microbatches,
-                                                     (loss, accuracy, grads))
+      (loss, aux, grads), _ = jax.lax.scan(
+          accumulate, zeros, (jnp.arange(microbatches), micro_batches))
+      loss, aux, grads = jax.tree_util.tree_map(lambda x: x / microbatches, (loss, aux, grads))
     if axis_name is not None:
-      loss, accuracy, grads = jax.lax.pmean((loss, accuracy, grads), axis_name)
+      loss, aux, grads = jax.lax.pmean((loss, aux, grads), axis_name)
 
     new_state = state.apply_gradients(grads=grads)
     grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(new_state.params)
@@ -101,7 +137,7 @@ def make_train_step(schedule: optax.Schedule, *, label_smoothing: float = 0.0,
     updates = jax.tree_util.tree_map(jnp.subtract, new_state.params, state.params)
     metrics = {
         "loss": loss,
-        "accuracy": accuracy,
+        **aux,
         "learning_rate": schedule(state.step),
         "grad_norm": grad_norm,
         "param_norm": param_norm,
@@ -113,15 +149,26 @@ def make_train_step(schedule: optax.Schedule, *, label_smoothing: float = 0.0,
   return train_step
 
 
+def classification_eval_sums(logits: jax.Array, labels: jax.Array,
+                             weight: jax.Array) -> dict[str, jax.Array]:
+  """Weighted sums of one batch: ``loss_sum``, ``correct_sum``, ``weight_sum`` and the
+  weighted ``confusion`` matrix ``[classes, classes]`` (row = label, column = prediction)."""
+  num_classes = logits.shape[-1]
+  weight = weight.astype(jnp.float32)
+  loss = classification_loss(logits, labels)
+  predictions = jnp.argmax(logits, -1)
+  correct = (predictions == labels).astype(jnp.float32)
+  confusion = jnp.einsum("bi,bj->ij", jax.nn.one_hot(labels, num_classes) * weight[:, None],
+                         jax.nn.one_hot(predictions, num_classes))
+  return {"loss_sum": jnp.sum(loss * weight), "correct_sum": jnp.sum(correct * weight),
+          "weight_sum": jnp.sum(weight), "confusion": confusion}
+
+
 def eval_step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
-  """Weighted sums over one eval batch: ``loss_sum``, ``correct_sum``, ``weight_sum``.
+  """Classification's weighted sums over one eval batch (see :func:`classification_eval_sums`).
 
   ``batch['weight']`` is 1 for real examples and 0 for padding, so summing over batches and
   dividing gives exact means over the split.
   """
   logits = state.apply_fn({"params": state.params}, batch["inputs"], deterministic=True)
-  weight = batch["weight"].astype(jnp.float32)
-  loss = classification_loss(logits, batch["label"])
-  correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-  return {"loss_sum": jnp.sum(loss * weight), "correct_sum": jnp.sum(correct * weight),
-          "weight_sum": jnp.sum(weight)}
+  return classification_eval_sums(logits, batch["label"], batch["weight"])

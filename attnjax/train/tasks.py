@@ -1,0 +1,283 @@
+"""Tasks: what the one train step and the one loop do differently per kind of problem.
+
+A task turns ``(config, DatasetInfo)`` into a :class:`Task`: the model, the per-batch
+training loss and metrics (handed to :func:`attnjax.train.steps.make_train_step`), the eval
+step (weighted sums that add up exactly over a split, plus per-example outputs when a metric
+needs every prediction) and the host-side function that turns the sums into final metrics.
+``config.task.name`` selects one of :data:`TASKS`:
+
+* ``classification``: cross-entropy; eval loss, accuracy, macro F1, Matthews correlation.
+* ``regression``: one output, mean squared error; eval MSE, Pearson and Spearman computed
+  exactly from the gathered predictions.
+* ``masked_lm``: BERT masking inside the step (with the step's folded rng), cross-entropy and
+  accuracy over the masked positions; eval loss, accuracy and perplexity over masked tokens,
+  with a masking that depends only on each example (the same under every strategy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from attnjax.data import DatasetInfo
+from attnjax.layers import EncoderConfig
+from attnjax.models import MaskedLanguageModel, bert_masking, build_classifier, encoder_config
+from attnjax.registry import Registry
+from attnjax.train import metrics as metrics_lib
+from attnjax.train.steps import Batch, LossFn, classification_eval_sums, classification_loss_fn
+from attnjax.train.state import TrainState
+
+Sums = dict[str, Any]
+Outputs = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """One kind of problem, as the train step and the loop use it.
+
+  Attributes:
+    name: the registered task name.
+    model: the flax module (``model.apply`` is the state's ``apply_fn`` before any wrapping).
+    encoder: the model's EncoderConfig (FLOPs, export, fine-tuning).
+    loss_fn: ``loss_fn(apply_fn, params, batch, rng) -> (mean loss, {metric: mean})``.
+    eval_fn: ``eval_fn(state, batch)`` -> weighted sums ``{name: array}``, or
+      ``(sums, outputs)`` with per-example ``outputs`` ``{name: [batch, ...]}`` when
+      ``gathers_outputs``.
+    finalize: ``finalize(sums, outputs)`` -> final metrics; ``sums`` summed over every
+      batch (numpy), ``outputs`` concatenated over batches with padding rows removed (None
+      unless ``gathers_outputs``).
+    gathers_outputs: whether ``eval_fn`` returns per-example outputs.
+    train_metrics: the loss function's metrics, averaged over a logging window.
+    summary: eval metrics printed at the end of a run.
+    extra_flops_per_example: matmul FLOPs of forward + backward beyond the encoder and a
+      ``num_classes`` head (the masked-LM head over every position).
+  """
+
+  name: str
+  model: nn.Module
+  encoder: EncoderConfig
+  loss_fn: LossFn
+  eval_fn: Callable[[TrainState, Batch], Any]
+  finalize: Callable[[Sums, Outputs | None], dict[str, float]]
+  gathers_outputs: bool = False
+  train_metrics: tuple[str, ...] = ()
+  summary: tuple[str, ...] = ("loss",)
+  extra_flops_per_example: float = 0.0
+
+
+TaskBuilder = Callable[[ml_collections.ConfigDict, DatasetInfo], Task]
+TASKS: Registry[TaskBuilder] = Registry("task")
+
+
+def task_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``config.task``, or classification's defaults for configs written before tasks existed."""
+  task = config.get("task")
+  if task is None:
+    return ml_collections.ConfigDict({"name": "classification"})
+  return task
+
+
+def build_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task:
+  """Builds the task named by ``config.task.name`` (default ``classification``) for ``info``.
+
+  Raises:
+    ValueError: an unknown task (the message lists the known ones) or a dataset that does
+      not fit the task (e.g. masked_lm on data without a mask token).
+  """
+  return TASKS.get(task_config(config).get("name", "classification"))(config, info)
+
+
+def _segment_ids(sep_id: int) -> Callable[[Batch], dict]:
+  """``token_type_ids`` of ``[CLS] A [SEP] B [SEP]`` rows: 0 up to the first SEP, 1 after.
+
+  The pipeline carries token ids only; BERT's segment ids follow from the first ``[SEP]``.
+  """
+  def kwargs(batch: Batch) -> dict:
+    ids = batch["inputs"]
+    is_sep = (ids == sep_id).astype(jnp.int32)
+    seen = jnp.cumsum(is_sep, axis=-1) - is_sep  # SEPs strictly before each position
+    return {"token_type_ids": jnp.minimum(seen, 1)}
+  return kwargs
+
+
+def _model_kwargs(info: DatasetInfo, encoder: EncoderConfig) -> Callable[[Batch], dict] | None:
+  """Segment ids for sentence-pair datasets when the model has token-type embeddings."""
+  if getattr(info, "pair", False) and encoder.type_vocab_size > 0:
+    return _segment_ids(int(getattr(info, "sep_id")))
+  return None
+
+
+def _forward(state: TrainState, batch: Batch, kwargs_fn) -> jax.Array:
+  extra = kwargs_fn(batch) if kwargs_fn is not None else {}
+  return state.apply_fn({"params": state.params}, batch["inputs"], deterministic=True, **extra)
+
+
+# ---------------------------------------------------------------------------------------
+# classification
+
+
+def classification_metrics(sums: Sums, outputs: Outputs | None = None) -> dict[str, float]:
+  """Loss, accuracy, macro F1 and Matthews correlation from summed eval sums."""
+  del outputs
+  n = float(sums["weight_sum"])
+  out = {"loss": float(sums["loss_sum"]) / n, "accuracy": float(sums["correct_sum"]) / n,
+         "num_examples": int(n)}
+  if "confusion" in sums:
+    confusion = np.asarray(sums["confusion"], np.float64)
+    out["f1_macro"] = metrics_lib.f1_macro(confusion)
+    out["matthews"] = metrics_lib.matthews_corrcoef(confusion)
+  return out
+
+
+@TASKS.register("classification")
+def classification_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task:
+  """Sequence (or sentence-pair) classification into ``info.num_classes`` classes."""
+  model = build_classifier(config.model, vocab_size=info.vocab_size, max_length=info.max_length,
+                           num_classes=info.num_classes, pad_id=info.pad_id)
+  kwargs_fn = _model_kwargs(info, model.encoder)
+
+  def eval_fn(state: TrainState, batch: Batch) -> Sums:
+    return classification_eval_sums(_forward(state, batch, kwargs_fn), batch["label"],
+                                    batch["weight"])
+
+  return Task(
+      name="classification", model=model, encoder=model.encoder,
+      loss_fn=classification_loss_fn(label_smoothing=config.train.get("label_smoothing", 0.0),
+                                      model_kwargs=kwargs_fn),
+      eval_fn=eval_fn, finalize=classification_metrics, train_metrics=("accuracy",),
+      summary=("accuracy", "f1_macro", "matthews", "loss"))
+
+
+# ---------------------------------------------------------------------------------------
+# regression
+
+
+def regression_targets(labels: jax.Array, info: DatasetInfo) -> jax.Array:
+  """float32 targets from the pipeline's int32 ``label``.
+
+  Text datasets with float labels carry the float32's bits in the int32 (the pipeline casts
+  every label to int32; a bit cast loses nothing); other datasets' integer labels are used
+  as numbers.
+  """
+  if getattr(info, "label_type", "class") == "float":
+    return jax.lax.bitcast_convert_type(labels.astype(jnp.int32), jnp.float32)
+  return labels.astype(jnp.float32)
+
+
+def regression_metrics(sums: Sums, outputs: Outputs | None) -> dict[str, float]:
+  """MSE, and Pearson and Spearman correlations of the gathered predictions (float64)."""
+  n = float(sums["weight_sum"])
+  out = {"loss": float(sums["loss_sum"]) / n, "num_examples": int(n)}
+  out["mse"] = out["loss"]
+  if outputs is not None:
+    out["pearson"] = metrics_lib.pearson(outputs["prediction"], outputs["target"])
+    out["spearman"] = metrics_lib.spearman(outputs["prediction"], outputs["target"])
+  return out
+
+
+@TASKS.register("regression")
+def regression_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task:
+  """One real-valued output per sequence (e.g. STS-B similarity), mean squared error."""
+  model = build_classifier(config.model, vocab_size=info.vocab_size, max_length=info.max_length,
+                           num_classes=1, pad_id=info.pad_id)
+  kwargs_fn = _model_kwargs(info, model.encoder)
+
+  def loss_fn(apply_fn, params, batch, rng):
+    extra = kwargs_fn(batch) if kwargs_fn is not None else {}
+    pred = apply_fn({"params": params}, batch["inputs"], deterministic=False,
+                    rngs={"dropout": rng}, **extra)[:, 0]
+    return jnp.mean(jnp.square(pred - regression_targets(batch["label"], info))), {}
+
+  def eval_fn(state: TrainState, batch: Batch):
+    pred = _forward(state, batch, kwargs_fn)[:, 0]
+    target = regression_targets(batch["label"], info)
+    weight = batch["weight"].astype(jnp.float32)
+    sums = {"loss_sum": jnp.sum(jnp.square(pred - target) * weight), "weight_sum": jnp.sum(weight)}
+    return sums, {"prediction": pred, "target": target, "weight": weight}
+
+  return Task(name="regression", model=model, encoder=model.encoder, loss_fn=loss_fn,
+              eval_fn=eval_fn, finalize=regression_metrics, gathers_outputs=True,
+              summary=("pearson", "spearman", "mse"))
+
+
+# ---------------------------------------------------------------------------------------
+# masked language modelling
+
+
+def _masking_options(config: ml_collections.ConfigDict, info: DatasetInfo) -> dict:
+  mask_id = getattr(info, "mask_id", -1)
+  if mask_id is None or mask_id < 0:
+    raise ValueError(f"config.task.name='masked_lm' needs a dataset with a mask token; "
+                     f"{info.name!r} has none (use a text dataset, e.g. 'stdlib_corpus')")
+  special = tuple(getattr(info, "special_ids", ())) or (info.pad_id,)
+  return dict(vocab_size=info.vocab_size, mask_id=int(mask_id),
+              special_ids=tuple(sorted(set(special) | {info.pad_id})),
+              rate=float(task_config(config).get("mask_rate", 0.15)))
+
+
+def _row_keys(base: jax.Array, ids: jax.Array) -> jax.Array:
+  """One PRNG key per row derived from the row's token ids (a position-weighted hash).
+
+  Eval masking then depends only on each example, not on its batch or device.
+  """
+  weights = jnp.arange(1, ids.shape[-1] + 1, dtype=jnp.uint32) * jnp.uint32(2654435761)
+  hashes = jnp.sum(ids.astype(jnp.uint32) * weights, axis=-1)  # wraps modulo 2**32
+  return jax.vmap(lambda h: jax.random.fold_in(base, h))(hashes)
+
+
+def masked_lm_metrics(sums: Sums, outputs: Outputs | None = None) -> dict[str, float]:
+  """Loss and accuracy over masked tokens, perplexity ``exp(loss)``."""
+  del outputs
+  tokens = max(float(sums["token_sum"]), 1.0)
+  loss = float(sums["loss_sum"]) / tokens
+  return {"loss": loss, "accuracy": float(sums["correct_sum"]) / tokens,
+          "perplexity": float(np.exp(min(loss, 80.0))),
+          "num_examples": int(float(sums["weight_sum"])), "num_tokens": int(tokens)}
+
+
+@TASKS.register("masked_lm")
+def masked_lm_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task:
+  """BERT masked-language-model pretraining (15% of tokens, 80/10/10) with a tied head."""
+  enc = encoder_config(config.model, vocab_size=info.vocab_size, max_length=info.max_length,
+                       pad_id=info.pad_id)
+  model = MaskedLanguageModel(enc)
+  masking = _masking_options(config, info)
+  eval_seed = int(task_config(config).get("eval_mask_seed", 0))
+
+  def token_stats(logits, targets, weights):
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+    return nll * weights, correct * weights
+
+  def loss_fn(apply_fn, params, batch, rng):
+    mask_rng, dropout_rng = jax.random.split(rng)
+    inputs, targets, weights = bert_masking(mask_rng, batch["inputs"], **masking)
+    logits = apply_fn({"params": params}, inputs, deterministic=False,
+                      rngs={"dropout": dropout_rng})
+    nll, correct = token_stats(logits, targets, weights)
+    count = jnp.maximum(jnp.sum(weights), 1.0)
+    return jnp.sum(nll) / count, {"accuracy": jnp.sum(correct) / count}
+
+  def eval_fn(state: TrainState, batch: Batch) -> Sums:
+    keys = _row_keys(jax.random.PRNGKey(eval_seed), batch["inputs"])
+    inputs, targets, weights = jax.vmap(
+        lambda k, row: bert_masking(k, row, **masking))(keys, batch["inputs"])
+    weights = weights * batch["weight"].astype(jnp.float32)[:, None]
+    logits = state.apply_fn({"params": state.params}, inputs, deterministic=True)
+    nll, correct = token_stats(logits, targets, weights)
+    return {"loss_sum": jnp.sum(nll), "correct_sum": jnp.sum(correct),
+            "token_sum": jnp.sum(weights), "weight_sum": jnp.sum(batch["weight"])}
+
+  d = enc.hidden_size
+  # Transform (d x d) and tied output (d x vocab) at every position, forward + backward.
+  head = 3.0 * info.max_length * (2 * d * d + 2 * d * info.vocab_size)
+  return Task(name="masked_lm", model=model, encoder=enc, loss_fn=loss_fn, eval_fn=eval_fn,
+              finalize=masked_lm_metrics, train_metrics=("accuracy",),
+              summary=("loss", "accuracy", "perplexity"), extra_flops_per_example=head)
