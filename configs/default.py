@@ -82,6 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.eval_every = 300              # steps between evaluations (and at the end)
   config.train.checkpoint_every = 300        # steps between checkpoints (and at the end)
   config.train.keep_checkpoints = 2          # newest checkpoints kept on disk
+  config.train.attention_images = False      # attention maps of one eval example to TensorBoard at each eval
   config.train.keep_best_by = "accuracy"     # also keep the best eval checkpoint by this metric ("" = off)
   config.train.best_mode = "max"             # max | min, for keep_best_by
   config.train.async_checkpoints = True      # write checkpoints in a background thread

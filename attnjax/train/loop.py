@@ -358,6 +358,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if step % config.train.eval_every == 0 or step == num_steps:
           final = run_eval(state)
           writer.write(step, "eval", final)
+          if config.train.get("attention_images", False):
+            _log_attention_image(writer, step, task, setup, state, strategy, data_config, info)
           writer.flush()
           checkpointer.save_if_best(step, strategy.to_checkpoint_state(state), final)
         stop_now = preempted[0]
@@ -387,6 +389,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     plot_curves(workdir)
   _report(f"finished {workdir}", final, is_main, task.summary)
   return final
+
+
+def _log_attention_image(writer: MetricWriter, step: int, task, setup, state,
+                         strategy: Strategy, data_config, info) -> None:
+  """Writes one eval example's attention maps (per layer and rollout) to TensorBoard.
+
+  Single-process runs only: the parameters are fetched to this host (a multi-host mesh
+  holds shards this process cannot address).
+  """
+  if not writer.enabled or jax.process_count() > 1:
+    return
+  from attnjax.inspect.figures import attention_figure_for_tensorboard  # pylint: disable=import-outside-toplevel
+  params = jax.device_get(strategy.to_checkpoint_state(state).params)
+  if setup.finetuning.lora:
+    params = finetune_lib.merge_lora(params, setup.finetuning.lora_scale)
+  batch = next(iter(data_lib.make_eval_iterator(data_config, split=data_config.get("eval_split"),
+                                                global_batch_size=1)))
+  grid = (8, 8) if info.name == "digits" else None
+  image = attention_figure_for_tensorboard(task.model, params, batch["inputs"],
+                                           pad_id=info.pad_id, grid=grid)
+  writer.write_image(step, "eval/attention", image)
 
 
 def _summarise(window: list[dict], task_metrics: tuple[str, ...] = ("accuracy",)

@@ -61,6 +61,11 @@ class MetricWriter:
       if key not in ("step", "split"):
         self._tb.add_scalar(f"{split}/{key}", value, int(step))
 
+  def write_image(self, step: int, tag: str, image) -> None:
+    """Writes an ``[H, W, 3]`` uint8 image to TensorBoard (no metrics.jsonl record)."""
+    if self.enabled:
+      self._tb.add_image(tag, image, int(step), dataformats="HWC")
+
   def flush(self) -> None:
     if self._tb is not None:
       self._tb.flush()

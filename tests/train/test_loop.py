@@ -128,3 +128,15 @@ def test_bad_config_values_fail_before_the_workdir_exists(smoke_config, tmp_path
   with pytest.raises(ValueError, match="unknown kernel 'no_such_kernel'; known kernels: .*dot_product"):
     train_and_evaluate(smoke_config, str(workdir))
   assert not workdir.exists()
+
+
+def test_attention_images_go_to_tensorboard(smoke_config, tmp_path):
+  def event_bytes(workdir):
+    tb = os.path.join(workdir, "tensorboard")
+    return sum(os.path.getsize(os.path.join(tb, n)) for n in os.listdir(tb))
+
+  train_and_evaluate(smoke_config, str(tmp_path / "plain"))
+  smoke_config.train.attention_images = True
+  train_and_evaluate(smoke_config, str(tmp_path / "images"))
+  # One PNG-encoded figure (tens of KB) against a few hundred bytes of scalars.
+  assert event_bytes(str(tmp_path / "images")) > event_bytes(str(tmp_path / "plain")) + 5000
