@@ -21,10 +21,16 @@ from attnjax.kernels.registry import KERNELS
 from attnjax.kernels.registry import get_kernel
 from attnjax.kernels.registry import list_kernels
 from attnjax.kernels.registry import register_kernel
+from attnjax.kernels import patterns
+from attnjax.kernels import variants  # registers the variant kernels
+from attnjax.kernels.variants import ParamSpec
+from attnjax.kernels.variants import init_params
+from attnjax.kernels.variants import params_spec
 
 __all__ = [
     "Choice",
     "KERNELS",
+    "ParamSpec",
     "alibi_slopes",
     "apply_rotary",
     "attention_weights",
@@ -32,7 +38,11 @@ __all__ = [
     "dot_product_attention",
     "explain_implementation",
     "get_kernel",
+    "init_params",
     "list_kernels",
+    "params_spec",
+    "patterns",
     "register_kernel",
     "relative_position_bucket",
+    "variants",
 ]

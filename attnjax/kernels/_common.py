@@ -66,6 +66,7 @@ class Problem:
   causal: bool = False
   offset: int = 0  # key k lies on the diagonal of query q when k == q + offset
   window: tuple[int, int] | None = None
+  pattern: Any = None  # a static sparsity pattern (``patterns.py``), or None
   soft_cap: float | None = None
   relative_max_distance: int = 128
   relative_bidirectional: bool = True
@@ -94,7 +95,8 @@ class Problem:
   @property
   def has_structure(self) -> bool:
     """True when some mask or bias depends on positions (so blocks differ)."""
-    return (self.causal or self.window is not None or self.q_lengths is not None
+    return (self.causal or self.window is not None or self.pattern is not None
+            or self.q_lengths is not None
             or self.kv_lengths is not None or self.q_segment_ids is not None
             or self.alibi_slopes is not None or self.relative_table is not None)
 
@@ -217,6 +219,7 @@ def prepare(
     is_causal: bool = False,
     alignment: str = "top_left",
     local_window_size: int | tuple[int, int] | None = None,
+    sparsity_pattern: Any = None,
     query_seq_lengths: Any = None,
     key_value_seq_lengths: Any = None,
     q_segment_ids: Any = None,
@@ -299,6 +302,15 @@ def prepare(
     raise _err(fn, f"is_causal must be a bool, got {is_causal!r}")
   offset = 0 if alignment == "top_left" else s - t
   window = _canonical_window(local_window_size, fn)
+  if sparsity_pattern is not None and not callable(getattr(sparsity_pattern, "allows", None)):
+    raise _err(fn, f"sparsity_pattern must have an allows(qi, ki, ...) method (see "
+               f"attnjax.kernels.patterns), got {type(sparsity_pattern).__name__}")
+  if sparsity_pattern is not None:
+    try:
+      hash(sparsity_pattern)
+    except TypeError:
+      raise _err(fn, "sparsity_pattern must be hashable (a frozen dataclass): it is static "
+                 "under jit") from None
 
   if scale is None:
     scale = 1.0 / math.sqrt(d)
@@ -368,7 +380,8 @@ def prepare(
                                       batch_shape),
       q_segment_ids=q_segs, kv_segment_ids=kv_segs, alibi_slopes=slopes, relative_table=table,
       dropout_seed=seed, batch_shape=batch_shape, num_heads=h, q_len=t, kv_len=s, scale=scale,
-      causal=bool(is_causal), offset=offset, window=window, soft_cap=logits_soft_cap,
+      causal=bool(is_causal), offset=offset, window=window, pattern=sparsity_pattern,
+      soft_cap=logits_soft_cap,
       relative_max_distance=int(relative_max_distance),
       relative_bidirectional=bool(relative_bidirectional), dropout_rate=dropout_rate,
       broadcast_dropout=bool(broadcast_dropout), out_dtype=out_dtype, precision=precision)
@@ -412,6 +425,9 @@ def block_mask(p: Problem, q0: Any, tq: int, k0: Any, tk: int,
   if p.window is not None:
     left, right = p.window
     m = _and(m, jnp.logical_and(rel >= -left, rel <= right))
+  if p.pattern is not None:
+    m = _and(m, p.pattern.allows(qi, ki, offset=p.offset, q_len=p.q_len, kv_len=p.kv_len,
+                                 xp=jnp))
   m = None if m is None else m[None, None, None]
   if p.q_lengths is not None:
     m = _and(m, (qi < p.q_lengths[:, None, None])[:, None, None])

@@ -15,7 +15,8 @@ block (Rabe & Staats 2021; Dao et al. 2022, FlashAttention-2's loop order):
   which is only sliced);
 * blocks that causal, window and length masks make entirely empty are not visited: the
   loops run over a computed ``[lo, hi)`` range, so a window of width ``w`` costs
-  ``O(T * (w + block))``, not ``O(T * S)``;
+  ``O(T * (w + block))``, not ``O(T * S)``; with a sparsity pattern (``patterns.py``)
+  they run over a static list of the blocks the pattern leaves live;
 * any ``T`` and ``S``: inputs are padded to block multiples and padded keys masked.
 """
 
@@ -29,6 +30,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from attnjax.kernels import _common
+from attnjax.kernels import patterns
 
 # Defaults from experiments/benchmarks/attention_bench.py on a 2-core CPU.
 DEFAULT_BLOCK_Q = 512
@@ -63,6 +65,9 @@ def _pad_axis(x: jax.Array | None, axis: int, size: int, value: Any = 0,
   widths = [(0, 0)] * x.ndim
   widths[axis] = (0, size - x.shape[axis])
   return jnp.pad(x, widths, constant_values=value)
+
+
+pad_axis = _pad_axis  # shared with other blocked kernels (sigmoid attention)
 
 
 def chunked_core(p: _common.Problem, block_q: int, block_kv: int) -> tuple[jax.Array, jax.Array]:
@@ -136,9 +141,32 @@ def _q_range(p: _common.Problem, j: jax.Array, bq: int, bk: int,
   return lo.astype(jnp.int32), hi.astype(jnp.int32)
 
 
+def _loop_live(p: _common.Problem, bq: int, bk: int, i: jax.Array, body: Any, init: Any, *,
+               transpose: bool) -> Any:
+  """``fori_loop`` of ``body(j, carry)`` over the blocks live for block ``i``.
+
+  Forward (``transpose=False``): ``i`` is a query block, ``j`` runs over key blocks;
+  backward: the other way round. Without a sparsity pattern the live blocks are one
+  contiguous range (causal / window / lengths); with one, a static per-block index list
+  from ``patterns.block_layout`` (visiting only blocks with a live entry).
+  """
+  nq, nk = -(-p.q_len // bq), -(-p.kv_len // bk)
+  if p.pattern is None:
+    lo, hi = (_q_range(p, i, bq, bk, nq) if transpose else _kv_range(p, i, bq, bk, nk))
+    return lax.fori_loop(lo, hi, body, init)
+  kv_idx, kv_count, q_idx, q_count = patterns.block_layout(
+      p.pattern, p.causal, p.window, p.offset, p.q_len, p.kv_len, bq, bk)
+  idx, count = (q_idx, q_count) if transpose else (kv_idx, kv_count)
+  row = jnp.asarray(idx)[i]
+  return lax.fori_loop(0, jnp.asarray(count)[i], lambda n, c: body(row[n], c), init)
+
+
 def live_block_count(p: _common.Problem, block_q: int, block_kv: int) -> int:
   """Number of (query block, key block) pairs the forward pass visits (for benchmarks)."""
   nq, nk = -(-p.q_len // block_q), -(-p.kv_len // block_kv)
+  if p.pattern is not None:
+    return int(patterns.block_layout(p.pattern, p.causal, p.window, p.offset, p.q_len,
+                                     p.kv_len, block_q, block_kv)[1].sum())
   lo, hi = jax.vmap(lambda i: _kv_range(p, i, block_q, block_kv, nk))(jnp.arange(nq))
   return int(jnp.sum(hi - lo))
 
@@ -156,7 +184,6 @@ def _forward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None
   def q_block(i):
     q0 = i * bq
     q_blk = lax.dynamic_slice_in_dim(p.query, q0, bq, axis=3)
-    lo, hi = _kv_range(p, i, bq, bk, nk)
 
     def body(j, carry):
       m, l, acc = carry
@@ -179,7 +206,7 @@ def _forward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None
 
     init = (jnp.full((b, kh, g, bq), -jnp.inf, cdt), jnp.zeros((b, kh, g, bq), cdt),
             jnp.zeros((b, kh, g, bq, dv), cdt))
-    m, l, acc = lax.fori_loop(lo, hi, body, init)
+    m, l, acc = _loop_live(p, bq, bk, i, body, init, transpose=False)
     empty = l == 0.0
     safe_l = jnp.where(empty, 1.0, l)
     return acc / safe_l[..., None], jnp.where(empty, -jnp.inf, jnp.log(safe_l) + m)
@@ -228,7 +255,6 @@ def _backward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None, out: j
     k0 = j * bk
     k_blk = lax.dynamic_slice_in_dim(p.key, k0, bk, axis=2)
     v_blk = lax.dynamic_slice_in_dim(p.value, k0, bk, axis=2)
-    lo, hi = _q_range(p, j, bq, bk, nq)
 
     def body(i, c):
       dk_j, dv_j, dq, dbias, dslopes, dtable = c
@@ -276,7 +302,8 @@ def _backward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None, out: j
 
     init = (jnp.zeros((b, kh, bk, d), cdt), jnp.zeros((b, kh, bk, dv), cdt), dq, dbias,
             dslopes, dtable)
-    dk_j, dv_j, dq, dbias, dslopes, dtable = lax.fori_loop(lo, hi, body, init)
+    dk_j, dv_j, dq, dbias, dslopes, dtable = _loop_live(p, bq, bk, j, body, init,
+                                                         transpose=True)
     return (dq, dbias, dslopes, dtable), (dk_j, dv_j)
 
   init = (jnp.zeros((b, kh, g, tp, d), cdt), dbias0, dslopes0, dtable0)

@@ -77,6 +77,8 @@ def unsupported(p: _common.Problem, name: str, *, return_residual: bool = False,
     why.append(f"{name} does not support in-kernel ALiBi / T5 relative bias (pass it as bias)")
   if p.q_segment_ids is not None:
     why.append(f"{name} does not support segment ids (pass a mask)")
+  if p.pattern is not None:
+    why.append(f"{name} does not support sparsity_pattern (pass it as a mask)")
   if p.offset != 0 and (p.causal or p.window is not None):
     why.append(f"{name} supports only alignment='top_left' for causal/window masks when "
                f"q_seq != kv_seq")

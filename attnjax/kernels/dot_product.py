@@ -42,6 +42,10 @@ _common_doc = """
       ``jax.nn``) or ``'bottom_right'`` (last query <-> last key, as FlashAttention).
     local_window_size: ``w`` or ``(left, right)``: query i sees keys within
       ``[i - left, i + right]`` of its diagonal.
+    sparsity_pattern: a static pattern from ``attnjax.kernels.patterns`` (sliding
+      window, dilated, Longformer, BigBird, Sparse Transformer): exact softmax over the
+      keys it allows (ANDed with every other mask); the chunked implementation visits only
+      blocks the pattern leaves live.
     query_seq_lengths: int ``[batch...]``; query rows at or beyond it output zeros.
     key_value_seq_lengths: int ``[batch...]``; keys at or beyond it are masked.
     q_segment_ids: int ``[batch..., q_seq]``: packed sequences; a query sees only keys of
@@ -123,6 +127,7 @@ def dot_product_attention(
     is_causal: bool = False,
     alignment: str = "top_left",
     local_window_size: int | tuple[int, int] | None = None,
+    sparsity_pattern: Any = None,
     query_seq_lengths: jax.Array | None = None,
     key_value_seq_lengths: jax.Array | None = None,
     q_segment_ids: jax.Array | None = None,
@@ -163,6 +168,7 @@ def dot_product_attention(
   p = _common.prepare(
       query, key, value, bias, mask, fn="dot_product_attention", scale=scale,
       is_causal=is_causal, alignment=alignment, local_window_size=local_window_size,
+      sparsity_pattern=sparsity_pattern,
       query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
       q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
       logits_soft_cap=logits_soft_cap, alibi_slopes=alibi_slopes,
@@ -217,6 +223,7 @@ def attention_weights(
     is_causal: bool = False,
     alignment: str = "top_left",
     local_window_size: int | tuple[int, int] | None = None,
+    sparsity_pattern: Any = None,
     query_seq_lengths: jax.Array | None = None,
     key_value_seq_lengths: jax.Array | None = None,
     q_segment_ids: jax.Array | None = None,
@@ -240,6 +247,7 @@ def attention_weights(
   p = _common.prepare(
       query, key, None, bias, mask, fn="attention_weights", scale=scale, is_causal=is_causal,
       alignment=alignment, local_window_size=local_window_size,
+      sparsity_pattern=sparsity_pattern,
       query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
       q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
       logits_soft_cap=logits_soft_cap, alibi_slopes=alibi_slopes,
@@ -266,6 +274,7 @@ def chunked_attention(
     is_causal: bool = False,
     alignment: str = "top_left",
     local_window_size: int | tuple[int, int] | None = None,
+    sparsity_pattern: Any = None,
     query_seq_lengths: jax.Array | None = None,
     key_value_seq_lengths: jax.Array | None = None,
     q_segment_ids: jax.Array | None = None,
@@ -296,7 +305,8 @@ def chunked_attention(
   """
   return dot_product_attention(
       query, key, value, bias, mask, scale=scale, is_causal=is_causal, alignment=alignment,
-      local_window_size=local_window_size, query_seq_lengths=query_seq_lengths,
+      local_window_size=local_window_size, sparsity_pattern=sparsity_pattern,
+      query_seq_lengths=query_seq_lengths,
       key_value_seq_lengths=key_value_seq_lengths, q_segment_ids=q_segment_ids,
       kv_segment_ids=kv_segment_ids, logits_soft_cap=logits_soft_cap,
       alibi_slopes=alibi_slopes, relative_bias_table=relative_bias_table,

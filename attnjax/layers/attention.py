@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from attnjax import kernels
 
@@ -14,6 +15,29 @@ from attnjax import kernels
 # layer can hand its attention map to interpretability tools through the 'intermediates'
 # collection (see ``attnjax.inspect``).
 EXACT_SOFTMAX_KERNELS = frozenset({"dot_product", "chunked"})
+
+
+class KernelParams(nn.Module):
+  """Creates the learnable parameters a kernel declares (``kernel.params_spec``).
+
+  Attributes:
+    spec: name -> ``kernels.ParamSpec(shape, init)``.
+  """
+
+  spec: Mapping[str, Any]
+
+  @nn.compact
+  def __call__(self) -> dict[str, jax.Array]:
+    out = {}
+    for name, s in sorted(self.spec.items()):
+      if self.has_variable("params", name):
+        # Length-sized parameters (Linformer, Synthesizer) were created for the longest
+        # sequence; a shorter one at apply time uses their leading rows (the kernel
+        # slices), which self.param's shape check would refuse.
+        out[name] = self.get_variable("params", name)
+      else:
+        out[name] = self.param(name, s.init, s.shape, jnp.float32)
+    return out
 
 
 class MultiHeadAttention(nn.Module):
@@ -26,6 +50,10 @@ class MultiHeadAttention(nn.Module):
   When the 'intermediates' collection is mutable (``model.apply(..., mutable=
   ['intermediates'])``) and the kernel is an exact softmax kernel, the attention
   probabilities ``[batch, heads, q_len, kv_len]`` are sown as ``attention_weights``.
+
+  A kernel that declares learnable parameters (``kernels.params_spec``) gets them from a
+  child ``kernel_params`` (:class:`KernelParams`), created for the sequence lengths seen
+  at initialisation, through its ``params`` argument.
 
   Attributes:
     num_heads: query heads.
@@ -80,6 +108,18 @@ class MultiHeadAttention(nn.Module):
     value = project(inputs_kv, kv_heads, "value")
 
     use_dropout = not deterministic and self.dropout_rate > 0.0
+    options = dict(self.kernel_options or {})
+    extra = {}
+    # Kernels with learnable parameters (additive, Linformer, ...) declare them; they are
+    # created here, in their own scope, and passed in explicitly (the kernel stays pure).
+    spec = kernels.params_spec(kernel_fn, num_heads=self.num_heads, num_kv_heads=kv_heads,
+                               head_dim=self.head_dim, q_len=inputs_q.shape[-2],
+                               kv_len=inputs_kv.shape[-2], **options)
+    if spec:
+      extra["params"] = KernelParams(spec, name="kernel_params")()
+    wants_rng = getattr(kernel_fn, "wants_rng", None)
+    if wants_rng is not None and wants_rng(**options) and not deterministic:
+      extra["feature_rng"] = self.make_rng("dropout")  # e.g. Performer's feature redraw
     out = kernel_fn(
         query,
         key,
@@ -89,7 +129,8 @@ class MultiHeadAttention(nn.Module):
         dropout_rate=self.dropout_rate,
         dropout_rng=self.make_rng("dropout") if use_dropout else None,
         deterministic=not use_dropout,
-        **dict(self.kernel_options or {}),
+        **extra,
+        **options,
     )
     if self.kernel in EXACT_SOFTMAX_KERNELS and self.is_mutable_collection("intermediates"):
       accepted = inspect.signature(kernels.attention_weights).parameters

@@ -19,6 +19,11 @@ from kernel_reference import OPTION_CASES, make_case, random_inputs, reference_a
 TESTED_KERNELS = {
     "dot_product": "tests/kernels/test_dot_product.py",
     "chunked": "tests/kernels/test_chunked.py",
+    **{name: "tests/kernels/test_variants.py" for name in (
+        "additive", "bigbird", "cosine", "differential", "dilated_window", "general",
+        "linear", "linformer", "longformer", "nystromformer", "performer", "reformer",
+        "sigmoid", "sinkhorn", "sliding_window", "sparse_fixed", "sparse_strided",
+        "synthesizer_dense", "synthesizer_random", "unscaled_dot_product")},
 }
 
 _REF_KEYS = set(inspect.signature(reference_attention).parameters)
