@@ -19,6 +19,8 @@ import math
 
 import ml_collections
 
+from attnjax import kernels
+
 from attnjax.config_args import parse_arg
 from configs import default as default_config
 
@@ -63,6 +65,9 @@ def make_config(*, name: str, dataset: str, kernel: str, num_layers: int, hidden
   config.model.mlp_dim = mlp_dim              # feed-forward hidden width
   config.model.dropout_rate = dropout_rate    # embeddings and residual branches
   config.model.attention_dropout_rate = attention_dropout_rate  # on attention weights
+  if not getattr(kernels.get_kernel(kernel), "supports_dropout", True):
+    # Linear, Performer, Nystromformer, Reformer, Sinkhorn: no probabilities to drop.
+    config.model.attention_dropout_rate = 0.0
   config.model.pre_layer_norm = True          # pre-LN blocks, as LRA's encoder
   config.model.position = position            # learned | sinusoidal (LRA learn_pos_emb)
   config.model.add_cls_token = pooling == "cls"  # CLS vector in front, for CLS pooling

@@ -110,6 +110,16 @@ def length_slice(fn: str, x: jax.Array, axis: int, length: int, what: str) -> ja
   return jax.lax.slice_in_dim(x, 0, length, axis=axis)
 
 
+def without_attention_dropout(kernel: Callable) -> Callable:
+  """Marks a kernel that has no attention probabilities to drop (``supports_dropout``).
+
+  Configs read ``getattr(kernel, "supports_dropout", True)`` to leave attention dropout
+  off for such kernels instead of failing at the first training step.
+  """
+  kernel.supports_dropout = False
+  return kernel
+
+
 def refuse(fn: str, option: str, why: str) -> ValueError:
   """The error for an option a kernel cannot honour; the message starts with its name."""
   return ValueError(f"{fn}: option {option} is not supported: {why}")

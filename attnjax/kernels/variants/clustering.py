@@ -49,6 +49,7 @@ def _same_length(fn: str, p: _common.Problem) -> None:
 
 
 @register_kernel("reformer")
+@_base.without_attention_dropout
 def reformer_attention(
     query: jax.Array,
     key: jax.Array,
@@ -181,6 +182,7 @@ def sinkhorn_normalize(log_alpha: jax.Array, iterations: int) -> jax.Array:
 
 
 @register_kernel("sinkhorn")
+@_base.without_attention_dropout
 @_base.declare_params(_sinkhorn_spec)
 def sinkhorn_attention(
     query: jax.Array,

@@ -90,6 +90,7 @@ def _mask_features(p: _common.Problem, phi_k: jax.Array) -> jax.Array:
 
 
 @register_kernel("linear")
+@_base.without_attention_dropout
 def linear_attention(
     query: jax.Array,
     key: jax.Array,
@@ -203,6 +204,7 @@ def favor_features(x: jax.Array, w: jax.Array, *, is_query: bool,
 
 
 @register_kernel("performer")
+@_base.without_attention_dropout
 def performer_attention(
     query: jax.Array,
     key: jax.Array,

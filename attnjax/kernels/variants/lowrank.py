@@ -138,6 +138,7 @@ def _masked_softmax(s: jax.Array, m: jax.Array | None) -> jax.Array:
 
 
 @register_kernel("nystromformer")
+@_base.without_attention_dropout
 def nystromformer_attention(
     query: jax.Array,
     key: jax.Array,
