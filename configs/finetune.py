@@ -38,7 +38,7 @@ from attnjax.config_args import parse_arg
 from configs import default as default_config
 
 #: Peak learning rates that worked on the demo (2-core CPU sweep of 3 values each).
-DEFAULT_LR = {"pretrained": 1e-4, "scratch": 3e-4, "lora": 1e-3}
+DEFAULT_LR = {"pretrained": 1e-4, "scratch": 3e-4, "lora": 3e-3}
 _GLUE_REGRESSION = ("glue/stsb",)
 
 

@@ -37,7 +37,7 @@ def plot_curves(workdir: str, *, out_dir: str | None = None) -> str:
     ax.set_title(key.replace("_", " "))
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
-    if key != "learning_rate":
+    if key != "learning_rate" and ax.get_lines():
       ax.legend()
   fig.tight_layout()
   out_dir = out_dir or os.path.join(workdir, "plots")

@@ -30,6 +30,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, ROOT)
+from configs.finetune import DEFAULT_LR  # noqa: E402  (the learning rates the table reports)
 
 
 def _launch(config_arg: str, workdir: str, extra: list[str]) -> tuple[str, float]:
@@ -131,8 +133,9 @@ def main() -> None:
       f"split. Texts tokenized with MiniLM's WordPiece, truncated to {args.max_length} tokens. "
       "Chance is 12.5%.", "",
       f"**Setup.** {args.steps} steps of batch {args.batch}, AdamW, warmup 10% then cosine, "
-      "mean pooling + linear head, one seed (0). Peak learning rates: 1e-4 full fine-tuning, "
-      "3e-4 scratch, 1e-3 LoRA (`configs/finetune.py` DEFAULT_LR).", "",
+      "mean pooling + linear head, one seed (0). Peak learning rates: "
+      f"{DEFAULT_LR['pretrained']:g} full fine-tuning, {DEFAULT_LR['scratch']:g} scratch, "
+      f"{DEFAULT_LR['lora']:g} LoRA (`configs/finetune.py` DEFAULT_LR).", "",
       "| model | test accuracy | macro F1 | Matthews | trainable / total parameters | "
       "wall time | command |",
       "|---|---|---|---|---|---|---|",
