@@ -138,7 +138,8 @@ def _child(cfg: dict) -> dict:
 
 def _child_main(cfg_json: str) -> None:
   cfg = json.loads(cfg_json)
-  resource.setrlimit(resource.RLIMIT_AS, (MEM_LIMIT_BYTES, MEM_LIMIT_BYTES))
+  limit = int(cfg.get("mem_limit_bytes", MEM_LIMIT_BYTES))
+  resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
   out = _child(cfg)
   out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   print("RESULT " + json.dumps(out))
@@ -159,7 +160,8 @@ def _run(cfg: dict) -> dict:
       return {**cfg, **json.loads(line[7:])}
   err = (r.stderr.strip().splitlines() or ["?"])[-1]
   if "RESOURCE_EXHAUSTED" in r.stderr or "MemoryError" in r.stderr or "bad_alloc" in r.stderr:
-    err = f"out of memory (> {MEM_LIMIT_BYTES / 2**30:.0f} GiB address space)"
+    limit = cfg.get("mem_limit_bytes", MEM_LIMIT_BYTES)
+    err = f"out of memory (> {limit / 2**30:.0f} GiB address space)"
   return {**cfg, "error": err[:200]}
 
 
@@ -222,12 +224,19 @@ def main() -> None:
   ap.add_argument("--child")
   ap.add_argument("--quick", action="store_true")
   ap.add_argument("--kernels", default="", help="comma-separated subset")
+  ap.add_argument("--target", action="store_true",
+                  help="only issue 4's target: dense, linear and Performer at T=16,384 with "
+                  "a 22 GiB address-space cap, so dense can finish; written to the README's "
+                  "target block and results_target.json")
   args = ap.parse_args()
   if args.child:
     _child_main(args.child)
     return
   sys.path.insert(0, ROOT)
   from attnjax import kernels  # pylint: disable=g-import-not-at-top
+  if args.target:
+    _target_main()
+    return
   names = [n for n in kernels.list_kernels() if not args.kernels or n in args.kernels.split(",")]
   lengths = LENGTHS[:1] if args.quick else LENGTHS
   results = []
@@ -247,6 +256,44 @@ def main() -> None:
   with open(os.path.join(HERE, "results.json"), "w") as f:
     json.dump({"meta": meta, "results": results}, f, indent=1)
   _write_readme(meta, results, lengths)
+
+
+def _target_main() -> None:
+  """Dense vs linear vs Performer at T=16,384, dense given room to finish (22 GiB)."""
+  rows = [_run({"kernel": k, "t": 16384, "repeats": 1, "mem_limit_bytes": 22 * 2**30})
+          for k in ("dot_product", "linear", "performer")]
+  for r in rows:
+    print(json.dumps(r), flush=True)
+  meta = {"date": datetime.date.today().isoformat(), "commit": _commit(), "cpu": _cpu(),
+          "cores": os.cpu_count(),
+          "command": "python experiments/kernels/bench_variants.py --target"}
+  with open(os.path.join(HERE, "results_target.json"), "w") as f:
+    json.dump({"meta": meta, "results": rows}, f, indent=1)
+  dense = rows[0]
+  lines = [f"Date {meta['date']}, commit `{meta['commit']}`, {meta['cpu']}, {meta['cores']} "
+           f"cores. Command: `{meta['command']}` (batch 1, 2 heads, head_dim 64, T=16,384, "
+           "fwd+bwd, 22 GiB address-space cap).", "",
+           "| kernel | fwd+bwd (s) | vs dense | peak RSS (GiB) | vs dense |", "|---|---|---|---|---|"]
+  for r in rows:
+    if "error" in r:
+      lines.append(f"| {r['kernel']} | failed: {r['error']} | | | |")
+      continue
+    speed = mem = ""
+    if "error" not in dense:
+      speed = f"{dense['seconds'] / r['seconds']:.1f}x faster"
+      mem = f"{dense['peak_rss_bytes'] / r['peak_rss_bytes']:.1f}x less"
+    lines.append(f"| {r['kernel']} | {r['seconds']:.3f} | {speed} | "
+                 f"{r['peak_rss_bytes'] / 2**30:.2f} | {mem} |")
+  path = os.path.join(HERE, "README.md")
+  text = open(path).read()
+  start, end = "<!-- target:start -->", "<!-- target:end -->"
+  block = "\n".join(lines) + "\n"
+  if start in text and end in text:
+    text = text[:text.index(start) + len(start)] + "\n" + block + text[text.index(end):]
+  else:
+    text += f"\n## Issue 4's target at T=16,384, dense given room\n\n{start}\n{block}{end}\n"
+  with open(path, "w") as f:
+    f.write(text)
 
 
 def _write_readme(meta: dict, results: list[dict], lengths: tuple[int, ...]) -> None:
