@@ -28,8 +28,11 @@ SIZES = ("base", "small", "smoke")
 
 
 def parse(arg: str | None, **extra) -> dict:
-  """``kernel=<name>,size=base|small|smoke`` plus task-specific keys; checks ``size``."""
-  args = parse_arg(arg, kernel="dot_product", size="base", **extra)
+  """``kernel=<name>,size=base|small|smoke`` plus task-specific keys; checks ``size``.
+
+  ``kernels=a+b+c`` (used by ``get_sweep``) restricts a sweep to those kernels.
+  """
+  args = parse_arg(arg, kernel="dot_product", size="base", kernels="", **extra)
   if args["size"] not in SIZES:
     raise ValueError(f"size={args['size']!r}; expected one of {SIZES}")
   return args
@@ -109,8 +112,12 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
-def kernel_sweep() -> list[dict]:
-  """One point per registered attention kernel (whatever is registered when called)."""
-  from attnjax import kernels  # pylint: disable=import-outside-toplevel
+def kernel_sweep(arg: str | None = None) -> list[dict]:
+  """One point per kernel: ``kernels=a+b+c`` in ``arg``, else every registered kernel."""
   from attnjax import sweep  # pylint: disable=import-outside-toplevel
-  return sweep.axis("model.attention.kernel", kernels.list_kernels())
+  # Only ``kernels`` matters here; get_config checks the whole argument.
+  items = dict(item.partition("=")[::2] for item in (arg or "").split(",") if item)
+  chosen = [k for k in items.get("kernels", "").split("+") if k]
+  for name in chosen:
+    kernels.get_kernel(name)  # an unknown name lists the known ones
+  return sweep.axis("model.attention.kernel", chosen or kernels.list_kernels())

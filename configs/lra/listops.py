@@ -38,6 +38,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
-  """One point per registered attention kernel; ``arg`` as for get_config (unused)."""
-  del arg
-  return common.kernel_sweep()
+  """One point per kernel: ``kernels=a+b+c`` in ``arg``, else every registered one."""
+  return common.kernel_sweep(arg)

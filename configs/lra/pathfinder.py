@@ -39,6 +39,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
-  """One point per registered attention kernel."""
-  del arg
-  return common.kernel_sweep()
+  """One point per kernel: ``kernels=a+b+c`` in ``arg``, else every registered one."""
+  return common.kernel_sweep(arg)

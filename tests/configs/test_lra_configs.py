@@ -85,3 +85,12 @@ def test_bad_size_is_an_error():
   from configs.lra import listops  # pylint: disable=import-outside-toplevel
   with pytest.raises(ValueError, match="size='huge'"):
     listops.get_config("size=huge")
+
+
+def test_sweep_can_name_its_kernels():
+  from configs.lra import listops  # pylint: disable=import-outside-toplevel
+  points = listops.get_sweep("size=small,kernels=dot_product+performer")
+  assert points == [{"model.attention.kernel": "dot_product"},
+                    {"model.attention.kernel": "performer"}]
+  with pytest.raises(ValueError, match="unknown kernel 'foo'"):
+    listops.get_sweep("kernels=foo")
