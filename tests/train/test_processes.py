@@ -95,8 +95,8 @@ def _restore_params(workdir, data_dir):
 @pytest.mark.slow
 def test_sigkill_then_relaunch_ends_with_identical_parameters(tmp_path, data_dir):
   args = ["--config", "configs/default.py", f"--config.data.data_dir={data_dir}",
-          "--config.train.num_steps=240", "--config.train.checkpoint_every=60",
-          "--config.train.eval_every=240", "--config.train.log_every=20",
+          "--config.train.num_steps=160", "--config.train.checkpoint_every=40",
+          "--config.train.eval_every=160", "--config.train.log_every=20",
           "--config.optimizer.warmup_steps=20", *SMALL]
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
   r = subprocess.run(_cmd(*args, "--workdir", straight), cwd=ROOT, env=_env(1),
@@ -118,7 +118,7 @@ def test_sigkill_then_relaunch_ends_with_identical_parameters(tmp_path, data_dir
 
   a, step_a = _restore_params(straight, data_dir)
   b, step_b = _restore_params(killed, data_dir)
-  assert step_a == step_b == 240
+  assert step_a == step_b == 160
   for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   final = [rec for rec in read_metrics(killed) if rec["split"] == "eval"][-1]
