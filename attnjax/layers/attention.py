@@ -63,6 +63,8 @@ class MultiHeadAttention(nn.Module):
     kernel_options: keyword options forwarded to the kernel.
     dropout_rate: dropout on attention probabilities, applied by the kernel.
     dtype: computation dtype.
+    rotary: rotate queries and keys by their positions (RoPE, ``kernels.apply_rotary``)
+      before the kernel, so scores depend on relative positions.
   """
 
   num_heads: int
@@ -72,6 +74,7 @@ class MultiHeadAttention(nn.Module):
   kernel_options: Mapping[str, Any] | None = None
   dropout_rate: float = 0.0
   dtype: Any = None
+  rotary: bool = False
 
   @nn.compact
   def __call__(
@@ -106,6 +109,8 @@ class MultiHeadAttention(nn.Module):
     query = project(inputs_q, self.num_heads, "query")
     key = project(inputs_kv, kv_heads, "key")
     value = project(inputs_kv, kv_heads, "value")
+    if self.rotary:
+      query, key = kernels.apply_rotary(query), kernels.apply_rotary(key)
 
     use_dropout = not deterministic and self.dropout_rate > 0.0
     options = dict(self.kernel_options or {})

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
-POSITIONS = ("learned", "sinusoidal", "none")
+POSITIONS = ("learned", "sinusoidal", "rotary", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +28,8 @@ class EncoderConfig:
     attention_dropout_rate: dropout on the attention probabilities (inside the kernel).
     pre_layer_norm: pre-LN blocks (LayerNorm before each sub-layer, final LayerNorm at the
       end) when True; post-LN blocks as in the original Transformer and BERT when False.
-    position: ``learned`` or ``sinusoidal`` absolute positions, or ``none``.
+    position: ``learned`` or ``sinusoidal`` absolute positions added to the embeddings,
+      ``rotary`` (RoPE applied to queries and keys in every attention layer), or ``none``.
     add_cls_token: prepend a learned CLS vector to every sequence (for CLS pooling on data
       that has no CLS token of its own).
     type_vocab_size: number of token types (segment embeddings as in BERT); 0 for none.

@@ -37,6 +37,7 @@ class EncoderBlock(nn.Module):
         kernel_options=cfg.kernel_options,
         dropout_rate=cfg.attention_dropout_rate,
         dtype=cfg.dtype,
+        rotary=cfg.position == "rotary",
         name="attention")
     ffn = FeedForward(cfg.mlp_dim, activation=cfg.activation, exact_gelu=cfg.exact_gelu,
                       dropout_rate=cfg.dropout_rate, dtype=cfg.dtype, name="mlp")

@@ -61,7 +61,7 @@ def test_post_ln_block_output_is_layer_normalised():
 
 
 @pytest.mark.parametrize("pre_ln", [True, False])
-@pytest.mark.parametrize("position", ["learned", "sinusoidal", "none"])
+@pytest.mark.parametrize("position", ["learned", "sinusoidal", "rotary", "none"])
 def test_padding_does_not_change_real_tokens(pre_ln, position):
   cfg = _cfg(pre_layer_norm=pre_ln, position=position)
   ids = jnp.array([[3, 4, 5, 6, 0, 0, 0, 0]])
@@ -140,3 +140,17 @@ def test_mean_pooling_ignores_padding():
   mask = jnp.array([[1, 1, 0], [1, 0, 0]], bool)
   out = MeanPooling().apply({}, h, mask)
   np.testing.assert_allclose(out, [[1.0, 2.0], [6.0, 7.0]])
+
+
+def test_rotary_attention_depends_only_on_relative_positions():
+  layer = MultiHeadAttention(num_heads=2, head_dim=8, rotary=True)
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 4, 16))
+  params = layer.init(jax.random.PRNGKey(1), x)["params"]
+  plain = MultiHeadAttention(num_heads=2, head_dim=8).apply({"params": params}, x)
+  assert not np.allclose(plain, layer.apply({"params": params}, x))  # positions matter
+  # The same three visible tokens shifted right by two positions (masked junk in front)
+  # give the same outputs: only offsets between query and key count.
+  y = jnp.concatenate([jnp.zeros((1, 2, 16)), x[:, :1] * 0 + 5.0, x[:, 1:]], 1)
+  out_x = layer.apply({"params": params}, x, mask=jnp.arange(4)[None, None, None, :] >= 1)
+  out_y = layer.apply({"params": params}, y, mask=jnp.arange(6)[None, None, None, :] >= 3)
+  np.testing.assert_allclose(out_y[:, 3:], out_x[:, 1:], atol=1e-5)
