@@ -60,11 +60,22 @@ def run_point(label: str, devices: int, overrides: list[str], tmp: str) -> dict:
           "mfu": last["mfu"], "loss": last["loss"]}
 
 
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown model"
+
+
 def main() -> None:
   commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                           capture_output=True, text=True).stdout.strip()
   date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-  hardware = f"{os.cpu_count()}-core {platform.machine()} CPU ({platform.processor() or 'unknown'})"
+  hardware = f"{os.cpu_count()}-core {platform.machine()} CPU ({_cpu_model()})"
   with tempfile.TemporaryDirectory() as tmp:
     rows = []
     for label, devices, overrides in POINTS:
