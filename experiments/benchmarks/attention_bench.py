@@ -216,6 +216,7 @@ def main() -> None:
       print(f"{desc}: {r['seconds'] * 1e3:10.1f} ms  {r['gflops']:6.1f} GFLOP/s  "
             f"peak {r['peak_rss_bytes'] / 2**30:6.2f} GiB", flush=True)
   report = {"meta": meta, "matmul_gflops": mm.get("gflops"), "results": results}
+  os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "results.json"), "w") as f:
     json.dump(report, f, indent=1)
   table = markdown_table(report)
