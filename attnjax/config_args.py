@@ -43,3 +43,44 @@ def parse_arg(arg: str | None, **defaults: Any) -> dict[str, Any]:
       raise ValueError(f"config argument {key}={raw!r} is not a valid "
                        f"{type(default).__name__}") from None
   return out
+
+
+# Keyword arguments every kernel shares (the contract), set by the layer, not by configs.
+_CONTRACT_ARGS = frozenset({
+    "query", "key", "value", "bias", "mask", "scale", "is_causal", "dropout_rate",
+    "dropout_rng", "deterministic", "broadcast_dropout", "dtype", "precision", "module",
+    "params", "feature_rng", "implementation", "return_residual"})
+# Options whose default is None but whose values are scalars a flag can carry.
+_NONE_DEFAULT_TYPES = {"logits_soft_cap": float, "attention_dim": int, "block_q": int,
+                       "block_kv": int, "temperature": float, "sigmoid_bias": float}
+
+
+def attention_config(kernel: str):
+  """``config.model.attention``: the kernel's name and every kernel option, unset.
+
+  Each scalar keyword option of any registered kernel becomes a typed placeholder (None =
+  the kernel's own default), so a locked config still takes
+  ``--config.model.attention.kernel=performer --config.model.attention.num_features=256``.
+  Unset options are not passed to the kernel; an option the chosen kernel does not know is
+  refused by the kernel, by name.
+  """
+  import inspect  # pylint: disable=import-outside-toplevel
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from attnjax import kernels  # pylint: disable=import-outside-toplevel
+
+  kernels.get_kernel(kernel)  # an unknown name lists the known ones
+  types: dict[str, type] = {}
+  for name in kernels.list_kernels():
+    for p in inspect.signature(kernels.get_kernel(name)).parameters.values():
+      if p.kind is not inspect.Parameter.KEYWORD_ONLY or p.name in _CONTRACT_ARGS:
+        continue
+      t = type(p.default) if isinstance(p.default, (bool, int, float, str)) else \
+          _NONE_DEFAULT_TYPES.get(p.name)
+      if t is not None:
+        # int and float defaults of one name across kernels: the flag takes a float.
+        types[p.name] = float if {t, types.get(p.name, t)} == {int, float} else t
+  config = ml_collections.ConfigDict()
+  config.kernel = kernel
+  for name in sorted(types):
+    config[name] = ml_collections.config_dict.placeholder(types[name])
+  return config

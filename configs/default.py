@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from attnjax.config_args import parse_arg
+from attnjax.config_args import attention_config, parse_arg
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -58,8 +58,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.dtype = "float32"             # computation dtype: float32 | bfloat16 | float16 (params stay float32)
   config.model.remat = False                 # rematerialise each block in the backward pass
   config.model.scan_layers = False           # nn.scan over blocks: faster compiles for deep models
-  config.model.attention = ml_collections.ConfigDict()
-  config.model.attention.kernel = args["kernel"]  # attnjax.kernels.list_kernels()
+  # kernel: a name in attnjax.kernels.list_kernels(); every other key is one of the kernels'
+  # options, unset (None: the kernel's default), e.g. --config.model.attention.num_features=256.
+  config.model.attention = attention_config(args["kernel"])
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = "adamw"            # adamw | sgd

@@ -48,3 +48,15 @@ def test_workdir_that_is_a_file_is_an_error(tmp_path, data_dir):
   assert r.returncode == 2, r.stderr
   assert "is not a directory" in r.stderr
   assert f.read_text() == "keep me"
+
+
+def test_kernel_options_are_flags_and_checked_against_the_kernel(tmp_path, data_dir):
+  common = ["--config", "configs/default.py:smoke", f"--config.data.data_dir={data_dir}"]
+  r = _launch(*common, "--config.model.attention.num_features=64", "--workdir",
+              str(tmp_path / "bad"))
+  assert r.returncode == 2
+  assert "config.model.attention.num_features is not an option of kernel 'dot_product'" in r.stderr
+  assert not (tmp_path / "bad").exists()
+  r = _launch(*common, "--config.model.attention.kernel=performer",
+              "--config.model.attention.num_features=64", "--workdir", str(tmp_path / "ok"))
+  assert r.returncode == 0, r.stderr[-2000:]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any
 
 import jax.numpy as jnp
 import ml_collections
 
+from attnjax import kernels
 from attnjax.layers import POOLINGS, EncoderConfig
 from attnjax.models.classifier import SequenceClassifier
 from attnjax.models.presets import get_preset
@@ -16,6 +18,19 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.floa
 
 # config.model keys that are not EncoderConfig fields.
 _HEAD_KEYS = ("preset", "pooling", "head_dropout_rate", "attention", "dtype")
+
+
+def _check_kernel_options(kernel: str, options: dict[str, Any]) -> None:
+  """A set option the kernel does not take is a ValueError naming it and the kernel's options."""
+  params = inspect.signature(kernels.get_kernel(kernel)).parameters
+  if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    return
+  unknown = sorted(set(options) - set(params))
+  if unknown:
+    own = sorted(n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY)
+    raise ValueError(
+        f"config.model.attention.{unknown[0]} is not an option of kernel {kernel!r}; "
+        f"its options are: {', '.join(own)}")
 
 
 def encoder_config(model_config: ml_collections.ConfigDict, *, vocab_size: int,
@@ -39,6 +54,7 @@ def encoder_config(model_config: ml_collections.ConfigDict, *, vocab_size: int,
   if "kernel" in attention:
     values["kernel"] = attention.pop("kernel")
   values["kernel_options"] = {k: v for k, v in attention.items() if v is not None}
+  _check_kernel_options(values.get("kernel", "dot_product"), values["kernel_options"])
   dtype = model_config.get("dtype", "float32")
   if dtype not in _DTYPES:
     raise ValueError(f"config.model.dtype={dtype!r}; expected one of {sorted(_DTYPES)}")
