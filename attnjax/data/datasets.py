@@ -112,16 +112,23 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder):
     return epath.Path(inspect.getfile(cls))
 
 
-def builder_source(builder_cls: type[tfds.core.DatasetBuilder],
-                   config: str | None = None) -> SourceFn:
-  """A :data:`SourceFn` that prepares ``builder_cls`` (one of its configs) on first use."""
+def register_builder_task(info: DatasetInfo, builder_cls: type[tfds.core.DatasetBuilder], *,
+                          config: str | None = None,
+                          splits: tuple[str, ...] = ("train", "test")) -> DatasetSpec:
+  """Registers the task ``info.name`` read from a local builder (one of its configs).
+
+  The data is prepared into the configured data_dir on first use; records carry
+  ``tokens`` and ``label``; training reads ``train`` and evaluation ``test``.
+  """
   kwargs = {"config": config} if config else {}
 
   def source(data_config: Any, split: str) -> Sequence[Mapping[str, Any]]:
     builder = prepare_builder(builder_cls, resolve_data_dir(data_config), **kwargs)
     return builder.as_data_source(split)
 
-  return source
+  spec = DatasetSpec(info=info, splits=splits, source=source)
+  DATASETS.register(info.name, spec)
+  return spec
 
 
 def get_dataset_spec(name: str) -> DatasetSpec:

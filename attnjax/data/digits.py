@@ -113,14 +113,8 @@ class Digits(datasets.LocalBuilder):
       yield int(i), {"tokens": pixels[i] + 1, "label": int(labels[i])}
 
 
-datasets.DATASETS.register("digits", datasets.DatasetSpec(
-    info=datasets.DatasetInfo(
-        name="digits", vocab_size=VOCAB_SIZE, max_length=SEQ_LEN,
-        num_classes=NUM_CLASSES, num_train=NUM_TRAIN, num_eval=NUM_TEST, pad_id=PAD_ID),
-    splits=("train", "test"),
-    source=datasets.builder_source(Digits),
-    inputs_key="tokens",
-    label_key="label",
-    train_split="train",
-    eval_split="test",
-))
+datasets.register_builder_task(
+    datasets.DatasetInfo(name="digits", vocab_size=VOCAB_SIZE, max_length=SEQ_LEN,
+                         num_classes=NUM_CLASSES, num_train=NUM_TRAIN, num_eval=NUM_TEST,
+                         pad_id=PAD_ID),
+    Digits)

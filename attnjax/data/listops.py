@@ -228,21 +228,9 @@ class ListOps(datasets.LocalBuilder):
       yield i, {"tokens": encode(tokens), "label": value}
 
 
-def listops_spec(task_name: str, config: ListOpsConfig) -> datasets.DatasetSpec:
-  """A registrable task reading the ListOps variant ``config`` (a ``BUILDER_CONFIGS`` entry)."""
-  return datasets.DatasetSpec(
-      info=datasets.DatasetInfo(
-          name=task_name, vocab_size=VOCAB_SIZE, max_length=config.max_length,
-          num_classes=NUM_CLASSES, num_train=config.num_train, num_eval=config.num_test,
-          pad_id=PAD_ID),
-      splits=("train", "validation", "test"),
-      source=datasets.builder_source(ListOps, config.name),
-      inputs_key="tokens",
-      label_key="label",
-      train_split="train",
-      eval_split="test",
-  )
-
-
-datasets.DATASETS.register("listops", listops_spec("listops", STANDARD))
-datasets.DATASETS.register("listops_small", listops_spec("listops_small", SMALL))
+for _task, _config in (("listops", STANDARD), ("listops_small", SMALL)):
+  datasets.register_builder_task(
+      datasets.DatasetInfo(name=_task, vocab_size=VOCAB_SIZE, max_length=_config.max_length,
+                           num_classes=NUM_CLASSES, num_train=_config.num_train,
+                           num_eval=_config.num_test, pad_id=PAD_ID),
+      ListOps, config=_config.name, splits=("train", "validation", "test"))

@@ -235,21 +235,9 @@ class Pathfinder32(datasets.LocalBuilder):
       yield i, {"tokens": to_tokens(image), "label": label}
 
 
-def pathfinder_spec(task_name: str, config: PathfinderConfig) -> datasets.DatasetSpec:
-  """A registrable task reading the Pathfinder variant ``config``."""
-  return datasets.DatasetSpec(
-      info=datasets.DatasetInfo(
-          name=task_name, vocab_size=VOCAB_SIZE, max_length=SEQ_LEN,
-          num_classes=NUM_CLASSES, num_train=config.num_train, num_eval=config.num_test,
-          pad_id=PAD_ID),
-      splits=("train", "validation", "test"),
-      source=datasets.builder_source(Pathfinder32, config.name),
-      inputs_key="tokens",
-      label_key="label",
-      train_split="train",
-      eval_split="test",
-  )
-
-
-datasets.DATASETS.register("pathfinder32", pathfinder_spec("pathfinder32", STANDARD))
-datasets.DATASETS.register("pathfinder32_small", pathfinder_spec("pathfinder32_small", SMALL))
+for _task, _config in (("pathfinder32", STANDARD), ("pathfinder32_small", SMALL)):
+  datasets.register_builder_task(
+      datasets.DatasetInfo(name=_task, vocab_size=VOCAB_SIZE, max_length=SEQ_LEN,
+                           num_classes=NUM_CLASSES, num_train=_config.num_train,
+                           num_eval=_config.num_test, pad_id=PAD_ID),
+      Pathfinder32, config=_config.name, splits=("train", "validation", "test"))
