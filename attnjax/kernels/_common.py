@@ -477,8 +477,16 @@ def relative_bias(p: Problem, rel: jax.Array) -> jax.Array:
   return jnp.moveaxis(p.relative_table[buckets], (-2, -1), (0, 1))[None]
 
 
+def keys_first_layout(x: jax.Array) -> jax.Array:
+  """``[.., tq, tk]`` block (mask, bias, dropout; broadcastable to ``[B, K, G, tq, tk]``)
+  -> ``[B|1, K|1, tk, G|1, tq]``, the layout of ``block_logits(.., keys_first=True)``."""
+  x = x.reshape((1,) * (5 - x.ndim) + x.shape)
+  return x.transpose(0, 1, 4, 2, 3)
+
+
 def block_logits(p: Problem, q_blk: jax.Array, k_blk: jax.Array, q0: Any, k0: Any,
-                 kv_limit: int | None = None) -> tuple[jax.Array, jax.Array | None]:
+                 kv_limit: int | None = None, *, keys_first: bool = False
+                 ) -> tuple[jax.Array, jax.Array | None]:
   """Masked logits of one block, in the compute dtype, ``-inf`` where masked.
 
   Args:
@@ -487,26 +495,39 @@ def block_logits(p: Problem, q_blk: jax.Array, k_blk: jax.Array, q0: Any, k0: An
     k_blk: ``[B, K, tk, D]`` keys starting at ``k0``.
     q0, k0: first query row / key column of the block (int or traced int32).
     kv_limit: mask keys at or beyond this column (padding).
+    keys_first: return the logits as ``[B, K, tk, G, tq]``. The chunked backward pass
+      works in this layout: each of its matmuls then reads its operands in place, where
+      the ``[.., tq, tk]`` layout makes XLA:CPU copy ``[tk, tq]`` transposes of the
+      probabilities and their gradient every block.
 
   Returns:
     ``(logits [B, K, G, tq, tk], tanh_or_None)``; the second is ``tanh(raw / cap)`` when a
     soft cap is set (the backward pass needs it).
   """
   tq, tk = q_blk.shape[-2], k_blk.shape[-2]
-  s = jnp.einsum("bkgtd,bksd->bkgts", q_blk, k_blk, precision=p.precision,
-                 preferred_element_type=p.compute_dtype)
-  s = s * jnp.asarray(p.scale, s.dtype)
+  if keys_first:
+    s = jnp.einsum("bksd,bkgtd->bksgt", k_blk, q_blk, precision=p.precision,
+                   preferred_element_type=p.compute_dtype)
+  else:
+    # (G, tq) as one row axis: with G = 1 XLA:CPU otherwise copies every block once.
+    b, kh, g = q_blk.shape[:3]
+    s = jnp.einsum("bkxd,bksd->bkxs", q_blk.reshape(b, kh, g * tq, -1), k_blk,
+                   precision=p.precision, preferred_element_type=p.compute_dtype
+                   ).reshape(b, kh, g, tq, tk)
+  if p.scale != 1.0:
+    s = s * jnp.asarray(p.scale, s.dtype)
   th = None
   if p.soft_cap is not None:
     # Capping before the bias keeps ALiBi/T5/user biases exact (as FlashAttention does).
     th = jnp.tanh(s / p.soft_cap)
     s = p.soft_cap * th
+  orient = keys_first_layout if keys_first else (lambda x: x)
   b = block_bias(p, q0, tq, k0, tk)
   if b is not None:
-    s = s + b
+    s = s + orient(b)
   m = block_mask(p, q0, tq, k0, tk, kv_limit)
   if m is not None:
-    s = jnp.where(m, s, -jnp.inf)
+    s = jnp.where(orient(m), s, -jnp.inf)
   return s, th
 
 

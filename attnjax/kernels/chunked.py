@@ -85,6 +85,11 @@ def chunked_core(p: _common.Problem, block_q: int, block_kv: int) -> tuple[jax.A
       mask=_pad_axis(_pad_axis(p.mask, 3, tp, False, True), 4, sp, False, True),
       q_segment_ids=_pad_axis(p.q_segment_ids, 1, tp, -1),
       kv_segment_ids=_pad_axis(p.kv_segment_ids, 1, sp, -2))
+  if pp.scale != 1.0 and pp.query.dtype == pp.compute_dtype:
+    # Scaling q once (O(T*D)) instead of every [tq, tk] block saves a pass over the logits;
+    # autodiff carries the scale into dq. Low-precision inputs keep the per-block scale so
+    # that q is not rounded twice.
+    pp = pp.replace(query=pp.query * jnp.asarray(pp.scale, pp.query.dtype), scale=1.0)
   kv_limit = s if sp != s else None
   out, lse = _flash(pp, block_q, block_kv, kv_limit)
   return out[..., :t, :], lse[..., :t]
@@ -185,12 +190,17 @@ def _forward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None
     q0 = i * bq
     q_blk = lax.dynamic_slice_in_dim(p.query, q0, bq, axis=3)
 
+    # Row state over (G, tq) as one axis: 4-D blocks keep XLA:CPU from copying each
+    # [tq, tk] block between layouts of the unit G axis.
+    rows = g * bq
+
     def body(j, carry):
       m, l, acc = carry
       k0 = j * bk
       k_blk = lax.dynamic_slice_in_dim(p.key, k0, bk, axis=2)
       v_blk = lax.dynamic_slice_in_dim(p.value, k0, bk, axis=2)
       s, _ = _common.block_logits(p, q_blk, k_blk, q0, k0, kv_limit)
+      s = s.reshape(b, kh, rows, bk)
       m_new = jnp.maximum(m, jnp.max(s, axis=-1))
       # A row with nothing live so far keeps m = -inf; shifting by 0 keeps exp() exact 0.
       m_safe = jnp.where(m_new == -jnp.inf, 0.0, m_new)
@@ -199,17 +209,19 @@ def _forward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None
       l = alpha * l + jnp.sum(e, axis=-1)
       if p.dropout_rate > 0.0:
         keep = _common.dropout_keep(p, q0, bq, k0, bk)
+        keep = jnp.broadcast_to(keep, (b, kh, g, bq, bk)).reshape(b, kh, rows, bk)
         e = jnp.where(keep, e / (1.0 - p.dropout_rate), 0.0)
-      pv = jnp.einsum("bkgts,bksd->bkgtd", e.astype(v_blk.dtype), v_blk,
+      pv = jnp.einsum("bkxs,bksd->bkxd", e.astype(v_blk.dtype), v_blk,
                       precision=p.precision, preferred_element_type=cdt)
       return m_new, l, alpha[..., None] * acc + pv
 
-    init = (jnp.full((b, kh, g, bq), -jnp.inf, cdt), jnp.zeros((b, kh, g, bq), cdt),
-            jnp.zeros((b, kh, g, bq, dv), cdt))
+    init = (jnp.full((b, kh, rows), -jnp.inf, cdt), jnp.zeros((b, kh, rows), cdt),
+            jnp.zeros((b, kh, rows, dv), cdt))
     m, l, acc = _loop_live(p, bq, bk, i, body, init, transpose=False)
     empty = l == 0.0
     safe_l = jnp.where(empty, 1.0, l)
-    return acc / safe_l[..., None], jnp.where(empty, -jnp.inf, jnp.log(safe_l) + m)
+    out = (acc / safe_l[..., None]).reshape(b, kh, g, bq, dv)
+    return out, jnp.where(empty, -jnp.inf, jnp.log(safe_l) + m).reshape(b, kh, g, bq)
 
   outs, lses = lax.map(q_block, jnp.arange(nq))
   out = jnp.moveaxis(outs, 0, 3).reshape(b, kh, g, tp, dv)
@@ -263,25 +275,29 @@ def _backward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None, out: j
       do_blk = lax.dynamic_slice_in_dim(dout, q0, bq, axis=3)
       lse_blk = lax.dynamic_slice_in_dim(lse_safe, q0, bq, axis=3)
       delta_blk = lax.dynamic_slice_in_dim(delta, q0, bq, axis=3)
-      s, th = _common.block_logits(p, q_blk, k_blk, q0, k0, kv_limit)
-      pr = jnp.exp(s - lse_blk[..., None])
-      dp = jnp.einsum("bkgtd,bksd->bkgts", do_blk, v_blk, precision=p.precision,
-                      preferred_element_type=cdt)
+      # Keys-first layout ([B, K, tk, G, tq], "_t" suffix): all five matmuls below read
+      # their operands in place (see _common.block_logits).
+      s_t, th_t = _common.block_logits(p, q_blk, k_blk, q0, k0, kv_limit, keys_first=True)
+      pr_t = jnp.exp(s_t - lse_blk[:, :, None])
+      dp_t = jnp.einsum("bksd,bkgtd->bksgt", v_blk, do_blk, precision=p.precision,
+                        preferred_element_type=cdt)
       if p.dropout_rate > 0.0:
-        keep = _common.dropout_keep(p, q0, bq, k0, bk)
-        pd = jnp.where(keep, pr * keep_scale, 0.0)
-        dp = jnp.where(keep, dp * keep_scale, 0.0)
+        keep_t = _common.keys_first_layout(_common.dropout_keep(p, q0, bq, k0, bk))
+        pd_t = jnp.where(keep_t, pr_t * keep_scale, 0.0)
+        dp_t = jnp.where(keep_t, dp_t * keep_scale, 0.0)
       else:
-        pd = pr
-      dv_j = dv_j + jnp.einsum("bkgts,bkgtd->bksd", pd, do_blk, precision=p.precision,
+        pd_t = pr_t
+      dv_j = dv_j + jnp.einsum("bksgt,bkgtd->bksd", pd_t, do_blk, precision=p.precision,
                                preferred_element_type=cdt)
-      ds = pr * (dp - delta_blk[..., None])  # d loss / d (final logits)
+      ds_t = pr_t * (dp_t - delta_blk[:, :, None])  # d loss / d (final logits)
+      if dbias is not None or dtable is not None:
+        ds = ds_t.transpose(0, 1, 3, 4, 2)  # [B, K, G, tq, tk]
       if dbias is not None:
         dbias = _add_block(dbias, _reduce_to(ds, p.bias.shape), q0, k0)
       if dslopes is not None or dtable is not None:
         rel = _common.relative_positions(p, q0, bq, k0, bk)
         if dslopes is not None:
-          da = -jnp.einsum("bkgts,ts->bkg", ds, jnp.abs(rel).astype(cdt))
+          da = -jnp.einsum("bksgt,ts->bkg", ds_t, jnp.abs(rel).astype(cdt))
           dslopes = dslopes + _reduce_to(da, dslopes.shape)
         if dtable is not None:
           nb = dtable.shape[0]
@@ -289,15 +305,17 @@ def _backward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None, out: j
           per_pos = jnp.sum(ds, axis=0).reshape(kh * g, -1).T  # [tq*tk, K*G]
           dtable = dtable + jnp.zeros((nb, kh * g), cdt).at[buckets].add(per_pos).reshape(
               nb, kh, g)
-      if th is not None:
-        ds = ds * (1.0 - th * th)
-      ds = ds * p.scale
-      dk_j = dk_j + jnp.einsum("bkgts,bkgtd->bksd", ds, q_blk, precision=p.precision,
+      if th_t is not None:
+        ds_t = ds_t * (1.0 - th_t * th_t)
+      if p.scale != 1.0:
+        ds_t = ds_t * p.scale
+      dk_j = dk_j + jnp.einsum("bksgt,bkgtd->bksd", ds_t, q_blk, precision=p.precision,
                                preferred_element_type=cdt)
-      dq_blk = jnp.einsum("bkgts,bksd->bkgtd", ds, k_blk, precision=p.precision,
-                          preferred_element_type=cdt)
+      dq_t = jnp.einsum("bksd,bksgt->bkdgt", k_blk, ds_t, precision=p.precision,
+                        preferred_element_type=cdt)
       dq = lax.dynamic_update_slice_in_dim(
-          dq, lax.dynamic_slice_in_dim(dq, q0, bq, axis=3) + dq_blk, q0, axis=3)
+          dq, lax.dynamic_slice_in_dim(dq, q0, bq, axis=3) + dq_t.transpose(0, 1, 3, 4, 2),
+          q0, axis=3)
       return dk_j, dv_j, dq, dbias, dslopes, dtable
 
     init = (jnp.zeros((b, kh, bk, d), cdt), jnp.zeros((b, kh, bk, dv), cdt), dq, dbias,
