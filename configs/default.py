@@ -42,6 +42,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.init.hf_path = ""                   # initial encoder: Hugging Face BERT dir, or "minilm"; "" = random
   config.init.workdir = ""                   # or the latest checkpoint of an attnjax run (e.g. MLM pretraining)
 
+  # Self-pretraining (Amos, Berant & Gupta 2023, "Never Train from Scratch"): first masked-LM
+  # on this task's own train inputs in <workdir>/self_pretrain, then this run starts from that
+  # encoder. Data without a [MASK] token (bytes, pixels, ListOps) gets one extra id.
+  config.self_pretrain = ml_collections.ConfigDict()
+  config.self_pretrain.num_steps = 0         # masked-LM steps before training; 0 = off
+  config.self_pretrain.mask_rate = 0.15      # BERT masking: share of tokens selected, 80/10/10
+  config.self_pretrain.learning_rate = 0.0   # peak learning rate; 0 = config.optimizer.learning_rate
+
   config.model = ml_collections.ConfigDict()
   config.model.preset = ""                   # a size preset (tiny, mini, small, base, ...) or "" for the fields below
   config.model.num_layers = 2                # encoder blocks

@@ -421,8 +421,9 @@ def export_hf(workdir: str, out_dir: str) -> pathlib.Path:
   with open(os.path.join(workdir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
   info = data_lib.get_dataset_info(data_lib.resolve_data_config(config.data))
-  enc = encoder_config(config.model, vocab_size=info.vocab_size, max_length=info.max_length,
-                       pad_id=info.pad_id)
+  from attnjax.train.tasks import model_vocab
+  enc = encoder_config(config.model, vocab_size=model_vocab(config, info)[0],
+                       max_length=info.max_length, pad_id=info.pad_id)
   params = merge_lora(read_workdir_params(workdir), finetuning(config).lora_scale)
   tokenizer = os.path.join(workdir, "tokenizer.json")
   tok = None

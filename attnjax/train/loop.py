@@ -74,7 +74,7 @@ def create_setup(config: ml_collections.ConfigDict, info: data_lib.DatasetInfo) 
 
   def init_state(rng: jax.Array) -> TrainState:
     params_rng, state_rng = jax.random.split(rng)
-    dummy = jnp.full((1, info.max_length), info.pad_id + 1, jnp.int32)
+    dummy = jnp.full((1, *info.input_shape), info.pad_id + 1, jnp.int32)
     params = model.init({"params": params_rng}, dummy)["params"]
     if ft.lora:
       params = {"model": params,
@@ -174,6 +174,43 @@ def initialise_from_pretrained(config: ml_collections.ConfigDict, state, strateg
   return strategy.to_device_state(host.replace(params=params))
 
 
+SELF_PRETRAIN_DIR = "self_pretrain"
+
+
+def self_pretrain_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The masked-LM run that self-pretraining does before ``config`` (Amos et al. 2023).
+
+  Same data (the train split's inputs, labels unused), model, strategy and seed; the task
+  becomes ``masked_lm`` with ``config.self_pretrain``'s mask rate, steps and learning rate
+  (0 = the run's own), a warmup of at most a tenth of the steps, and the latest checkpoint
+  kept (what the second phase reads).
+  """
+  sp = config.self_pretrain
+  steps = int(sp.num_steps)
+  pre = ml_collections.ConfigDict(config.to_dict())
+  pre.name = f"{config.get('name', 'run')}_self_pretrain"
+  pre.task = ml_collections.ConfigDict({"name": "masked_lm", "mask_rate": float(sp.mask_rate),
+                                        "eval_mask_seed": 0})
+  pre.init.hf_path = ""
+  pre.init.workdir = ""
+  if "finetune" in pre:
+    del pre["finetune"]
+  pre.train.num_steps = steps
+  pre.train.log_every = min(int(config.train.log_every), steps)
+  pre.train.eval_every = pre.train.checkpoint_every = max(1, steps // 2)
+  pre.train.keep_best_by = ""
+  pre.optimizer.learning_rate = float(sp.learning_rate or config.optimizer.learning_rate)
+  pre.optimizer.warmup_steps = min(int(config.optimizer.warmup_steps), max(1, steps // 10))
+  return pre
+
+
+def _with_init_workdir(config: ml_collections.ConfigDict, path: str
+                       ) -> ml_collections.ConfigDict:
+  out = ml_collections.ConfigDict(config.to_dict())
+  out.init.workdir = path
+  return out
+
+
 def _check_config(config: ml_collections.ConfigDict) -> None:
   t = config.train
   for key in ("num_steps", "batch_size", "eval_batch_size", "log_every", "eval_every",
@@ -183,6 +220,21 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
   if t.batch_size % t.microbatches:
     raise ValueError(f"config.train.batch_size={t.batch_size} is not divisible by "
                      f"config.train.microbatches={t.microbatches}")
+  sp = config.get("self_pretrain")
+  if sp is not None and int(sp.get("num_steps", 0)) != 0:
+    if int(sp.num_steps) < 0:
+      raise ValueError(f"config.self_pretrain.num_steps must be >= 0, got {sp.num_steps}")
+    if not 0.0 < float(sp.mask_rate) < 1.0:
+      raise ValueError(f"config.self_pretrain.mask_rate must be in (0, 1), got {sp.mask_rate}")
+    if float(sp.learning_rate) < 0.0:
+      raise ValueError(f"config.self_pretrain.learning_rate must be >= 0, got "
+                       f"{sp.learning_rate}")
+    init = config.get("init") or {}
+    for key in ("hf_path", "workdir"):
+      if init.get(key):
+        raise ValueError(f"config.self_pretrain.num_steps={sp.num_steps} pretrains from "
+                         f"scratch, but config.init.{key}={init.get(key)!r} names initial "
+                         "weights; unset one of them")
   for key in ("batch_size", "eval_batch_size"):
     if t[key] % jax.process_count():
       raise ValueError(f"config.train.{key}={t[key]} is not divisible by "
@@ -237,6 +289,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # concrete name here, and their files checked (bad rows fail before anything is written).
   data_config = data_lib.resolve_data_config(config.data)
   info = data_lib.get_dataset_info(data_config)
+  if info.towers != 1 and config.train.get("attention_images", False):
+    raise ValueError(f"config.train.attention_images draws one sequence's attention; dataset "
+                     f"{info.name!r} has towers={info.towers}: set it to False")
   setup = create_setup(config, info)
   task, init_state, schedule = setup.task, setup.init_state, setup.schedule
   strategy: Strategy = build_strategy(config.parallel, global_batch_size=config.train.batch_size)
@@ -250,9 +305,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                             microbatches=config.train.microbatches,
                             nan_policy=config.train.nan_policy, loss_fn=task.loss_fn,
                             trainable=trainable)
+  # Every tower is one encoder pass (the two-tower head's extra is the task's).
   flops_per_step = train_flops_per_step(task.encoder, info.num_classes, info.max_length,
-                                        config.train.batch_size)
+                                        config.train.batch_size * info.towers)
   flops_per_step += task.extra_flops_per_example * config.train.batch_size
+
+  if tasks_lib.self_pretrain_steps(config) > 0 and task.name != "masked_lm":
+    # Phase 1, a run of its own (resumable, skipped once finished); this run then starts
+    # from its encoder, as fine-tuning from any pretraining run does.
+    pretrain_dir = os.path.join(workdir, SELF_PRETRAIN_DIR)
+    result = train_and_evaluate(self_pretrain_config(config), pretrain_dir)
+    if result.get("preempted"):
+      return result
+    config = _with_init_workdir(config, pretrain_dir)
 
   prepare_workdir(workdir, config, write=is_main)
   checkpointer = Checkpointer(workdir, keep=config.train.keep_checkpoints,
@@ -315,7 +380,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           f"{strategy.num_devices} device(s); {flops_per_step / 1e9:.2f} GFLOP/step; "
           f"peak {peak / 1e12:.2f} TFLOP/s/device ({peak_source}); workdir {workdir}",
           flush=True)
-  tokens_per_example = info.max_length
+  tokens_per_example = info.max_length * info.towers
   window: list[tuple[int, dict]] = []
   window_start = time.perf_counter()
   last_saved = checkpointer.latest_step()

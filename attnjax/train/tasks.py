@@ -56,7 +56,8 @@ class Task:
     train_metrics: the loss function's metrics, averaged over a logging window.
     summary: eval metrics printed at the end of a run.
     extra_flops_per_example: matmul FLOPs of forward + backward beyond the encoder and a
-      ``num_classes`` head (the masked-LM head over every position).
+      ``num_classes`` head, per tower (the masked-LM head over every position; the MLP of
+      a two-tower head).
   """
 
   name: str
@@ -91,6 +92,27 @@ def build_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task:
       not fit the task (e.g. masked_lm on data without a mask token).
   """
   return TASKS.get(task_config(config).get("name", "classification"))(config, info)
+
+
+def self_pretrain_steps(config: ml_collections.ConfigDict) -> int:
+  """``config.self_pretrain.num_steps`` (0 when the config predates self-pretraining)."""
+  section = config.get("self_pretrain")
+  return int(section.get("num_steps", 0)) if section is not None else 0
+
+
+def model_vocab(config: ml_collections.ConfigDict, info: DatasetInfo) -> tuple[int, int]:
+  """``(vocabulary size of the model, [MASK] id or -1)`` for ``info``'s data.
+
+  A dataset with a mask token uses it. With self-pretraining on data without one (LRA
+  bytes, pixels, ListOps), the id after the data's vocabulary is [MASK], and the models of
+  both phases carry that extra row, so the pretrained encoder loads with unchanged shapes.
+  """
+  mask_id = getattr(info, "mask_id", -1)
+  if mask_id is not None and mask_id >= 0:
+    return info.vocab_size, int(mask_id)
+  if self_pretrain_steps(config) > 0:
+    return info.vocab_size + 1, info.vocab_size
+  return info.vocab_size, -1
 
 
 def _segment_ids(sep_id: int) -> Callable[[Batch], dict]:
@@ -135,11 +157,23 @@ def classification_metrics(sums: Sums, outputs: Outputs | None = None) -> dict[s
   return out
 
 
+def _tower_head_flops(model: nn.Module) -> float:
+  """Forward + backward matmul FLOPs per example of a two-tower head (its MLP over
+  ``[u, v, u*v, u-v]``) beyond the ``hidden x classes`` head that the loop counts with each
+  tower's encoder pass; 0 for one tower."""
+  if model.towers == 1:
+    return 0.0
+  d, m, c = model.encoder.hidden_size, model.encoder.mlp_dim, model.num_classes
+  mlp = 2 * (4 * d * m + m * (m // 2) + (m // 2) * c)
+  return 3.0 * (mlp - model.towers * 2 * d * c)
+
+
 @TASKS.register("classification")
 def classification_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task:
-  """Sequence (or sentence-pair) classification into ``info.num_classes`` classes."""
-  model = build_classifier(config.model, vocab_size=info.vocab_size, max_length=info.max_length,
-                           num_classes=info.num_classes, pad_id=info.pad_id)
+  """Sequence, sentence-pair or two-tower classification into ``info.num_classes`` classes."""
+  model = build_classifier(config.model, vocab_size=model_vocab(config, info)[0],
+                           max_length=info.max_length, num_classes=info.num_classes,
+                           pad_id=info.pad_id, towers=info.towers)
   kwargs_fn = _model_kwargs(info, model.encoder)
 
   def eval_fn(state: TrainState, batch: Batch) -> Sums:
@@ -151,7 +185,8 @@ def classification_task(config: ml_collections.ConfigDict, info: DatasetInfo) ->
       loss_fn=classification_loss_fn(label_smoothing=config.train.get("label_smoothing", 0.0),
                                       model_kwargs=kwargs_fn),
       eval_fn=eval_fn, finalize=classification_metrics, train_metrics=("accuracy",),
-      summary=("accuracy", "f1_macro", "matthews", "loss"))
+      summary=("accuracy", "f1_macro", "matthews", "loss"),
+      extra_flops_per_example=_tower_head_flops(model))
 
 
 # ---------------------------------------------------------------------------------------
@@ -184,8 +219,9 @@ def regression_metrics(sums: Sums, outputs: Outputs | None) -> dict[str, float]:
 @TASKS.register("regression")
 def regression_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task:
   """One real-valued output per sequence (e.g. STS-B similarity), mean squared error."""
-  model = build_classifier(config.model, vocab_size=info.vocab_size, max_length=info.max_length,
-                           num_classes=1, pad_id=info.pad_id)
+  model = build_classifier(config.model, vocab_size=model_vocab(config, info)[0],
+                           max_length=info.max_length, num_classes=1, pad_id=info.pad_id,
+                           towers=info.towers)
   kwargs_fn = _model_kwargs(info, model.encoder)
 
   def loss_fn(apply_fn, params, batch, rng):
@@ -203,7 +239,8 @@ def regression_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Tas
 
   return Task(name="regression", model=model, encoder=model.encoder, loss_fn=loss_fn,
               eval_fn=eval_fn, finalize=regression_metrics, gathers_outputs=True,
-              summary=("pearson", "spearman", "mse"))
+              summary=("pearson", "spearman", "mse"),
+              extra_flops_per_example=_tower_head_flops(model))
 
 
 # ---------------------------------------------------------------------------------------
@@ -211,12 +248,13 @@ def regression_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Tas
 
 
 def _masking_options(config: ml_collections.ConfigDict, info: DatasetInfo) -> dict:
-  mask_id = getattr(info, "mask_id", -1)
-  if mask_id is None or mask_id < 0:
+  vocab_size, mask_id = model_vocab(config, info)
+  if mask_id < 0:
     raise ValueError(f"config.task.name='masked_lm' needs a dataset with a mask token; "
-                     f"{info.name!r} has none (use a text dataset, e.g. 'stdlib_corpus')")
+                     f"{info.name!r} has none (use a text dataset, e.g. 'stdlib_corpus', or "
+                     "set config.self_pretrain.num_steps, which adds one)")
   special = tuple(getattr(info, "special_ids", ())) or (info.pad_id,)
-  return dict(vocab_size=info.vocab_size, mask_id=int(mask_id),
+  return dict(vocab_size=vocab_size, mask_id=mask_id,
               special_ids=tuple(sorted(set(special) | {info.pad_id})),
               rate=float(task_config(config).get("mask_rate", 0.15)))
 
@@ -244,10 +282,13 @@ def masked_lm_metrics(sums: Sums, outputs: Outputs | None = None) -> dict[str, f
 @TASKS.register("masked_lm")
 def masked_lm_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task:
   """BERT masked-language-model pretraining (15% of tokens, 80/10/10) with a tied head."""
-  enc = encoder_config(config.model, vocab_size=info.vocab_size, max_length=info.max_length,
-                       pad_id=info.pad_id)
-  model = MaskedLanguageModel(enc)
+  if info.towers != 1:
+    raise ValueError(f"config.task.name='masked_lm' takes one sequence per example; dataset "
+                     f"{info.name!r} has towers={info.towers}")
   masking = _masking_options(config, info)
+  enc = encoder_config(config.model, vocab_size=masking["vocab_size"],
+                       max_length=info.max_length, pad_id=info.pad_id)
+  model = MaskedLanguageModel(enc)
   eval_seed = int(task_config(config).get("eval_mask_seed", 0))
 
   def token_stats(logits, targets, weights):
@@ -277,7 +318,7 @@ def masked_lm_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task
 
   d = enc.hidden_size
   # Transform (d x d) and tied output (d x vocab) at every position, forward + backward.
-  head = 3.0 * info.max_length * (2 * d * d + 2 * d * info.vocab_size)
+  head = 3.0 * info.max_length * (2 * d * d + 2 * d * masking["vocab_size"])
   return Task(name="masked_lm", model=model, encoder=enc, loss_fn=loss_fn, eval_fn=eval_fn,
               finalize=masked_lm_metrics, train_metrics=("accuracy",),
               summary=("loss", "accuracy", "perplexity"), extra_flops_per_example=head)

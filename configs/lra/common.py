@@ -30,9 +30,14 @@ SIZES = ("base", "small", "smoke")
 def parse(arg: str | None, **extra) -> dict:
   """``kernel=<name>,size=base|small|smoke`` plus task-specific keys; checks ``size``.
 
-  ``kernels=a+b+c`` (used by ``get_sweep``) restricts a sweep to those kernels.
+  ``kernels=a+b+c`` (used by ``get_sweep``) restricts a sweep to those kernels;
+  ``self_pretrain=<steps>`` masked-LM pretrains on the task's own inputs first
+  (:func:`finish`); ``self_pretrains=0+400`` sweeps that budget (:func:`kernel_sweep`).
   """
-  args = parse_arg(arg, kernel="dot_product", size="base", kernels="", **extra)
+  args = parse_arg(arg, kernel="dot_product", size="base", kernels="", self_pretrain=0,
+                   self_pretrains="", **extra)
+  if args["self_pretrain"] < 0:
+    raise ValueError(f"self_pretrain={args['self_pretrain']}; expected a number of steps >= 0")
   if args["size"] not in SIZES:
     raise ValueError(f"size={args['size']!r}; expected one of {SIZES}")
   return args
@@ -96,6 +101,19 @@ def make_config(*, name: str, dataset: str, kernel: str, num_layers: int, hidden
   return config
 
 
+def finish(args: dict, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Applies what every task's arguments share: ``self_pretrain`` and ``size=smoke``.
+
+  ``self_pretrain=N``: N steps of masked-LM on the task's own training inputs in
+  ``<workdir>/self_pretrain``, then the task's training from that encoder (Amos, Berant
+  and Gupta 2023, "Never Train from Scratch"; ``config.self_pretrain`` in configs/default.py).
+  """
+  config.self_pretrain.num_steps = args["self_pretrain"]
+  if args["self_pretrain"]:
+    config.name = f"{config.name}_sp{args['self_pretrain']}"
+  return smoke(config) if args["size"] == "smoke" else config
+
+
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks a config to a few-second check: 3 steps, one tiny block."""
   config.train.num_steps = 3
@@ -113,11 +131,24 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def kernel_sweep(arg: str | None = None) -> list[dict]:
-  """One point per kernel: ``kernels=a+b+c`` in ``arg``, else every registered kernel."""
+  """One point per kernel: ``kernels=a+b+c`` in ``arg``, else every registered kernel.
+
+  ``self_pretrains=0+400`` crosses the kernels with those self-pretraining budgets (steps
+  of masked-LM before training; 0 = from scratch), e.g.
+  ``listops.py:size=small,kernels=dot_product,self_pretrains=0+400``.
+  """
   from attnjax import sweep  # pylint: disable=import-outside-toplevel
-  # Only ``kernels`` matters here; get_config checks the whole argument.
+  # Only the sweep keys matter here; get_config checks the whole argument.
   items = dict(item.partition("=")[::2] for item in (arg or "").split(",") if item)
   chosen = [k for k in items.get("kernels", "").split("+") if k]
   for name in chosen:
     kernels.get_kernel(name)  # an unknown name lists the known ones
-  return sweep.axis("model.attention.kernel", chosen or kernels.list_kernels())
+  points = sweep.axis("model.attention.kernel", chosen or kernels.list_kernels())
+  budgets = [b for b in items.get("self_pretrains", "").split("+") if b]
+  if budgets:
+    if not all(b.isdigit() for b in budgets):
+      raise ValueError(f"self_pretrains={items['self_pretrains']!r}; expected step counts "
+                       "joined by '+', e.g. 0+400")
+    points = sweep.product(points, sweep.axis("self_pretrain.num_steps",
+                                              [int(b) for b in budgets]))
+  return points

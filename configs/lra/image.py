@@ -23,19 +23,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse(arg, offline=False)
   dataset = "digits" if args["offline"] else "cifar10_gray"
   if args["size"] == "base":
-    return common.make_config(
+    return common.finish(args, common.make_config(
         name="lra_image", dataset=dataset, kernel=args["kernel"],
         num_layers=1, hidden_size=32, num_heads=1, mlp_dim=64,
         dropout_rate=0.3, attention_dropout_rate=0.2, position="learned", pooling="cls",
         learning_rate=5e-4, warmup_steps=175, weight_decay=0.0,
-        grad_clip_norm=0.0, num_steps=35000, batch_size=256, eval_every=1750)
+        grad_clip_norm=0.0, num_steps=35000, batch_size=256, eval_every=1750))
   config = common.make_config(
       name="lra_image_small", dataset=dataset, kernel=args["kernel"],
       num_layers=2, hidden_size=64, num_heads=4, mlp_dim=128,
       dropout_rate=0.1, attention_dropout_rate=0.0, position="learned", pooling="cls",
       learning_rate=1e-3, warmup_steps=100, weight_decay=0.05,
       grad_clip_norm=1.0, num_steps=1200, batch_size=64, eval_every=300)
-  return common.smoke(config) if args["size"] == "smoke" else config
+  return common.finish(args, config)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

@@ -22,19 +22,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """``kernel=<name>``, ``size=base|small|smoke``."""
   args = common.parse(arg)
   if args["size"] == "base":
-    return common.make_config(
+    return common.finish(args, common.make_config(
         name="lra_listops", dataset="listops", kernel=args["kernel"],
         num_layers=6, hidden_size=512, num_heads=8, mlp_dim=2048,
         dropout_rate=0.1, attention_dropout_rate=0.1, position="learned", pooling="cls",
         learning_rate=common.rsqrt_peak(0.05, 1000), warmup_steps=1000, weight_decay=0.1,
-        grad_clip_norm=1.0, num_steps=5000, batch_size=32, eval_every=500)
+        grad_clip_norm=1.0, num_steps=5000, batch_size=32, eval_every=500))
   config = common.make_config(
       name="lra_listops_small", dataset="listops_small", kernel=args["kernel"],
       num_layers=2, hidden_size=32, num_heads=2, mlp_dim=64,
       dropout_rate=0.0, attention_dropout_rate=0.0, position="learned", pooling="cls",
       learning_rate=3e-3, warmup_steps=40, weight_decay=0.01,
       grad_clip_norm=1.0, num_steps=400, batch_size=16, eval_every=200)
-  return common.smoke(config) if args["size"] == "smoke" else config
+  return common.finish(args, config)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

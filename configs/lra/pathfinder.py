@@ -23,19 +23,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """``kernel=<name>``, ``size=base|small|smoke``."""
   args = common.parse(arg)
   if args["size"] == "base":
-    return common.make_config(
+    return common.finish(args, common.make_config(
         name="lra_pathfinder32", dataset="pathfinder32", kernel=args["kernel"],
         num_layers=1, hidden_size=32, num_heads=2, mlp_dim=32,
         dropout_rate=0.1, attention_dropout_rate=0.1, position="sinusoidal", pooling="mean",
         learning_rate=1e-3, warmup_steps=312, weight_decay=0.0,
-        grad_clip_norm=0.0, num_steps=62500, batch_size=512, eval_every=3125)
+        grad_clip_norm=0.0, num_steps=62500, batch_size=512, eval_every=3125))
   config = common.make_config(
       name="lra_pathfinder32_small", dataset="pathfinder32_small", kernel=args["kernel"],
       num_layers=2, hidden_size=64, num_heads=4, mlp_dim=128,
       dropout_rate=0.1, attention_dropout_rate=0.0, position="sinusoidal", pooling="mean",
       learning_rate=1e-3, warmup_steps=100, weight_decay=0.05,
       grad_clip_norm=1.0, num_steps=1500, batch_size=32, eval_every=500)
-  return common.smoke(config) if args["size"] == "smoke" else config
+  return common.finish(args, config)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:

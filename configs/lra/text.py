@@ -23,19 +23,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if args["length"] not in ("1k", "4k"):
     raise ValueError(f"length={args['length']!r}; expected 1k or 4k")
   if args["size"] == "base":
-    return common.make_config(
+    return common.finish(args, common.make_config(
         name="lra_text", dataset=f"imdb_bytes_{args['length']}", kernel=args["kernel"],
         num_layers=4, hidden_size=256, num_heads=4, mlp_dim=1024,
         dropout_rate=0.1, attention_dropout_rate=0.1, position="learned", pooling="cls",
         learning_rate=common.rsqrt_peak(0.05, 8000), warmup_steps=8000, weight_decay=0.1,
-        grad_clip_norm=1.0, num_steps=20000, batch_size=32, eval_every=2000)
+        grad_clip_norm=1.0, num_steps=20000, batch_size=32, eval_every=2000))
   config = common.make_config(
       name="lra_text_small", dataset="imdb_bytes_1k", kernel=args["kernel"],
       num_layers=2, hidden_size=64, num_heads=4, mlp_dim=128,
       dropout_rate=0.1, attention_dropout_rate=0.0, position="learned", pooling="cls",
       learning_rate=1e-3, warmup_steps=200, weight_decay=0.05,
       grad_clip_norm=1.0, num_steps=2000, batch_size=32, eval_every=500)
-  return common.smoke(config) if args["size"] == "smoke" else config
+  return common.finish(args, config)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
