@@ -19,4 +19,4 @@ run: $(VENV)/.installed
 	$(VENV)/bin/python launch.py $(ARGS)
 
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest -n 2 --dist worksteal -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n 2 --dist worksteal -q -p no:cacheprovider --durations=20 $(PYTEST_ARGS)

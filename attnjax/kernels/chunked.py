@@ -13,9 +13,10 @@ block (Rabe & Staats 2021; Dao et al. 2022, FlashAttention-2's loop order):
 * masks, position biases and dropout are built per block from positions
   (``_common.block_logits``), never as ``[T, S]`` arrays (except a user ``mask``/``bias``,
   which is only sliced);
-* blocks that causal, window and length masks make entirely empty are not visited: the
-  loops run over a computed ``[lo, hi)`` range, so a window of width ``w`` costs
-  ``O(T * (w + block))``, not ``O(T * S)``; with a sparsity pattern (``patterns.py``)
+* blocks that causal, window, length and segment-id masks make entirely empty are not
+  visited: the loops run over a computed ``[lo, hi)`` range, so a window of width ``w``
+  costs ``O(T * (w + block))``, not ``O(T * S)``, and packed sequences cost the sum of
+  their squares; with a sparsity pattern (``patterns.py``)
   they run over a static list of the blocks the pattern leaves live;
 * any ``T`` and ``S``: inputs are padded to block multiples and padded keys masked.
 """
@@ -109,6 +110,25 @@ def _reach(p: _common.Problem) -> tuple[int | None, int | None]:
   return left, right
 
 
+def _segment_hull(rows: jax.Array, cols: jax.Array, start: jax.Array, size: int
+                  ) -> tuple[jax.Array, jax.Array]:
+  """Columns ``[lo, hi)`` that can share a segment with rows ``[start, start + size)``.
+
+  ``rows`` ``[B, R]`` and ``cols`` ``[B, C]`` are segment ids. A column is kept when its id
+  lies within the block's ``[min, max]`` id for the same batch row; outside the hull of
+  kept columns no id matches any row of the block, so those blocks are entirely masked.
+  Exact for packed (sorted) ids, conservative (never wrong) for any ids; O(B * C).
+  """
+  blk = lax.dynamic_slice_in_dim(rows, start, size, axis=1)
+  lo_id, hi_id = jnp.min(blk, axis=1), jnp.max(blk, axis=1)
+  hit = jnp.any((cols >= lo_id[:, None]) & (cols <= hi_id[:, None]), axis=0)
+  n = cols.shape[1]
+  first = jnp.argmax(hit)
+  last = n - jnp.argmax(hit[::-1])
+  any_hit = jnp.any(hit)
+  return jnp.where(any_hit, first, 0), jnp.where(any_hit, last, 0)
+
+
 def _kv_range(p: _common.Problem, i: jax.Array, bq: int, bk: int,
               nk: int) -> tuple[jax.Array, jax.Array]:
   """Key/value blocks ``[lo, hi)`` that query block ``i`` may attend to."""
@@ -122,6 +142,9 @@ def _kv_range(p: _common.Problem, i: jax.Array, bq: int, bk: int,
     hi_key = jnp.minimum(hi_key, jnp.max(p.kv_lengths))
   if p.q_lengths is not None:
     hi_key = jnp.where(q_first >= jnp.max(p.q_lengths), 0, hi_key)
+  if p.q_segment_ids is not None:
+    seg_lo, seg_hi = _segment_hull(p.q_segment_ids, p.kv_segment_ids, q_first, bq)
+    lo_key, hi_key = jnp.maximum(lo_key, seg_lo), jnp.minimum(hi_key, seg_hi)
   lo = lo_key // bk
   hi = jnp.clip(-(-hi_key // bk), lo, nk)
   return lo.astype(jnp.int32), hi.astype(jnp.int32)
@@ -141,6 +164,9 @@ def _q_range(p: _common.Problem, j: jax.Array, bq: int, bk: int,
     hi_q = jnp.minimum(hi_q, jnp.max(p.q_lengths))
   if p.kv_lengths is not None:
     hi_q = jnp.where(k_first >= jnp.max(p.kv_lengths), 0, hi_q)
+  if p.q_segment_ids is not None:
+    seg_lo, seg_hi = _segment_hull(p.kv_segment_ids, p.q_segment_ids, k_first, bk)
+    lo_q, hi_q = jnp.maximum(lo_q, seg_lo), jnp.minimum(hi_q, seg_hi)
   lo = lo_q // bq
   hi = jnp.clip(-(-hi_q // bq), lo, nq)
   return lo.astype(jnp.int32), hi.astype(jnp.int32)

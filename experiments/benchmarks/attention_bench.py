@@ -59,6 +59,13 @@ def _child(cfg: dict) -> dict:
     opts["is_causal"] = True
   elif cfg["mask"].startswith("window"):
     opts["local_window_size"] = (int(cfg["mask"][6:]), 0)
+  elif cfg["mask"].startswith("packed"):
+    # T / L sequences of L tokens packed into one row: segment ids (jax.nn: the same mask).
+    seg = jnp.repeat(jnp.arange(t // int(cfg["mask"][6:])), int(cfg["mask"][6:]))[None]
+    if cfg["impl"] == "jax_nn":
+      opts["mask"] = (seg[:, :, None] == seg[:, None, :])[:, None]
+    else:
+      opts["q_segment_ids"] = seg
   if cfg["impl"] == "jax_nn":
     attn = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, implementation="xla", **opts)
   elif cfg["impl"] == "dense":
@@ -83,6 +90,8 @@ def _child(cfg: dict) -> dict:
   elif cfg["mask"].startswith("window"):
     w = int(cfg["mask"][6:]) + 1
     flops = 4 * b * h * d * sum(min(i + 1, w) for i in range(t))
+  elif cfg["mask"].startswith("packed"):
+    flops = 4 * b * h * d * t * int(cfg["mask"][6:])  # the diagonal blocks only
   if cfg["mode"] == "fwd+bwd":
     flops *= 3.5
   np.asarray(jax.tree.leaves(f(q, k, v))[0][:1])  # one more run to settle memory
@@ -158,6 +167,11 @@ def sweep(quick: bool) -> list[dict]:
       for mode in ("fwd", "fwd+bwd"):
         cfgs.append(dict(base, suite="window512_t16384", impl=impl, t=16384, heads=1, mode=mode,
                          mask="window512"))
+    # 5. Packed sequences: 16 x 1,024 tokens in one T=16384 row (segment ids).
+    for impl in IMPLS:
+      for mode in ("fwd", "fwd+bwd"):
+        cfgs.append(dict(base, suite="packed1024_t16384", impl=impl, t=16384, heads=1,
+                         mode=mode, mask="packed1024"))
   for c in cfgs:
     c["repeats"] = 3 if c["t"] <= 8192 else 1
   return cfgs
@@ -254,15 +268,26 @@ def markdown_table(report: dict) -> str:
     rows.append(f"| {r['suite']} | {r['impl']} | {r['t']} | {r['heads']} | {r['mode']} | "
                 f"{r['seconds'] * 1e3:.1f} | {ratio} | {r['gflops']:.1f} | "
                 f"{100 * r['gflops'] / mm:.0f}% | {r['peak_rss_bytes'] / 2**30:.2f} |")
-  w_dense = _find(report["results"], suite="window512_t16384", impl="dense", mode="fwd+bwd")
-  w_chunk = _find(report["results"], suite="window512_t16384", impl="chunked", mode="fwd+bwd")
   extra = ""
-  if w_dense and w_chunk and "error" not in w_dense and "error" not in w_chunk:
-    wf = _find(report["results"], suite="window512_t16384", impl="dense", mode="fwd")
-    cf = _find(report["results"], suite="window512_t16384", impl="chunked", mode="fwd")
-    extra = (f"\n\nSliding window w=512, T=16384: chunked (block skipping) vs dense with the same "
-             f"mask: forward {wf['seconds'] / cf['seconds']:.1f}x, forward+backward "
-             f"{w_dense['seconds'] / w_chunk['seconds']:.1f}x faster.")
+
+  def ratio(suite: str, mode: str, base: str) -> float | None:
+    a = _find(report["results"], suite=suite, impl=base, mode=mode)
+    b = _find(report["results"], suite=suite, impl="chunked", mode=mode)
+    if a and b and "error" not in a and "error" not in b:
+      return a["seconds"] / b["seconds"]
+    return None
+
+  headline = [("t4096_h8", "jax_nn", "T=4096, 8 heads: chunked vs jax.nn"),
+              ("window512_t16384", "dense",
+               "Sliding window w=512, T=16384: chunked (block skipping) vs dense with the "
+               "same mask"),
+              ("packed1024_t16384", "dense",
+               "16 packed sequences of 1,024 tokens, T=16384: chunked (segment-id block "
+               "skipping) vs dense with the same segment ids")]
+  for suite, base, text in headline:
+    fwd, both = ratio(suite, "fwd", base), ratio(suite, "fwd+bwd", base)
+    if fwd and both:
+      extra += f"\n\n{text}: forward {fwd:.1f}x, forward+backward {both:.1f}x faster."
   return (f"Dense float32 matmul (2048^3) in the same run: {mm:.1f} GFLOP/s.\n\n"
           + "\n".join(rows) + extra)
 

@@ -123,6 +123,37 @@ def test_skips_fully_masked_blocks():
   # Window (512, 0): each query block needs its own block and two to the left.
   assert visits(local_window_size=(512, 0)) == 16 * 3 - 3
   assert visits(key_value_seq_lengths=jnp.array([1000])) == 16 * 4
+  # Four packed sequences of 1,024 tokens: four diagonal 4x4 groups of blocks.
+  packed = jnp.repeat(jnp.arange(4), t // 4)[None]
+  assert visits(q_segment_ids=packed) == 4 * 4 * 4
+  # Boundaries inside blocks: a block row visits the blocks its segments reach.
+  # Blocks 0-2 (segment 0) reach key blocks 0-3; block 3 holds both segments (all 16);
+  # blocks 4-15 (segment 1) reach key blocks 3-15.
+  two = np.repeat([0, 1], [1000, t - 1000])[None]
+  assert visits(q_segment_ids=jnp.asarray(two)) == 3 * 4 + 16 + 12 * 13
+
+
+def test_packed_sequences_skip_blocks_and_match_dense_with_gradients():
+  # Batch of two packings with boundaries inside blocks (block 8), plus padding ids.
+  rng = np.random.default_rng(3)
+  t = 40
+  q, k, v = random_inputs(rng, batch=(2,), t=t, s=t, h=2, kh=1, d=4)
+  seg = np.stack([np.repeat([0, 1, 2], [13, 20, 7]), np.repeat([0, 1, 2, 3], [5, 5, 25, 5])])
+  opts = dict(q_segment_ids=seg, is_causal=True)
+
+  def loss(impl, q, k, v):
+    extra = {"block_q": 8, "block_kv": 8} if impl == "chunked" else {}
+    out = dot_product_attention(q, k, v, implementation=impl, **opts, **extra)
+    return jnp.sum(jnp.sin(out))
+
+  for a, b in zip(jax.grad(lambda *x: loss("chunked", *x), argnums=(0, 1, 2))(q, k, v),
+                  jax.grad(lambda *x: loss("xla", *x), argnums=(0, 1, 2))(q, k, v)):
+    np.testing.assert_allclose(a, b, atol=2e-6)
+  np.testing.assert_allclose(
+      chunked_attention(q, k, v, block_q=8, block_kv=8, **opts),
+      reference_attention(q, k, v, **opts)[0], atol=2e-6)
+  p = _common.prepare(q, k, v, fn="test", **opts)
+  assert chunked.live_block_count(p, 8, 8) < 5 * 6 // 2  # fewer than causal alone
 
 
 def test_memory_is_linear_in_sequence_length():
