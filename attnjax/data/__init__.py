@@ -1,9 +1,11 @@
 """Data: TFDS builders (array_record) and Grain pipelines.
 
 Importing this package registers the built-in datasets (``digits``; the Long Range
-Arena tasks ``listops``, ``listops_small``, ``pathfinder32``, ``pathfinder32_small``;
+Arena tasks ``listops``, ``listops_small``, ``pathfinder32``, ``pathfinder32_small``,
+``pathx``, ``pathx_small``;
 and, when the user has prepared them, the catalog-backed ``imdb_bytes_1k``,
-``imdb_bytes_4k`` and ``cifar10_gray``; the tokenized text datasets of
+``imdb_bytes_4k`` and ``cifar10_gray``; from the user's LRA AAN files, the two-tower
+``aan_bytes_4k`` and ``aan_bytes_1k``; the tokenized text datasets of
 ``attnjax.data.text``: ``stdlib_docstrings``, ``stdlib_corpus``, ``glue/sst2``,
 ``glue/mrpc``, ``glue/stsb``, ``imdb_reviews`` and the user's files).
 """
@@ -11,6 +13,7 @@ and, when the user has prepared them, the catalog-backed ``imdb_bytes_1k``,
 from __future__ import annotations
 
 # Imported for their registrations (they register their tasks in DATASETS).
+from attnjax.data import aan  # pylint: disable=unused-import
 from attnjax.data import catalog  # pylint: disable=unused-import
 from attnjax.data import listops  # pylint: disable=unused-import
 from attnjax.data import pathfinder  # pylint: disable=unused-import

@@ -18,8 +18,8 @@ into ``config.data.data_dir`` if set, else the TFDS default
 (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``); these are the user's catalog
 data, so ``$ATTNJAX_DATA_DIR`` (for our generated datasets) is not consulted.
 
-LRA "Retrieval" (AAN, two-tower) is not here: it needs a two-tower
-pair-classification model this codebase does not have yet.
+LRA "Retrieval" (AAN, two-tower) is read from the user's TSV files, not from the
+catalog: see attnjax/data/aan.py.
 """
 
 from __future__ import annotations

@@ -48,6 +48,10 @@ class DatasetInfo:
     num_train: examples in the training split.
     num_eval: examples in the default evaluation split.
     pad_id: token id of padding; the model's mask is ``inputs != pad_id``.
+    towers: sequences per example. 1: ``inputs`` is ``[L]``. 2 (two-tower pair
+      classification, LRA Retrieval): ``inputs`` is ``[2, L]``, one row per document,
+      each padded on its own and encoded separately by the same encoder. Not to be
+      confused with ``TextDatasetInfo.pair``: two sentences joined in ONE sequence.
   """
   name: str
   vocab_size: int
@@ -56,6 +60,12 @@ class DatasetInfo:
   num_train: int
   num_eval: int
   pad_id: int = 0
+  towers: int = 1
+
+  @property
+  def input_shape(self) -> tuple[int, ...]:
+    """Shape of one example's ``inputs``: ``(L,)``, or ``(towers, L)`` when towers > 1."""
+    return (self.max_length,) if self.towers == 1 else (self.towers, self.max_length)
 
 
 #: Reads one split: ``source(data_config, split)`` returns a random-access
@@ -75,6 +85,9 @@ class DatasetSpec:
     label_key: key of the integer class label in a raw record.
     train_split: split that training iterates over.
     eval_split: split used when evaluation names none.
+    check: ``check(data_config)`` raises ValueError when the inputs the user must
+      provide (files, directories) are missing or wrong, without preparing anything;
+      ``get_dataset_info`` runs it, so a run fails before its workdir is written.
   """
   info: DatasetInfo
   splits: tuple[str, ...]
@@ -83,6 +96,7 @@ class DatasetSpec:
   label_key: str = "label"
   train_split: str = "train"
   eval_split: str = "test"
+  check: Callable[[Any], None] | None = None
 
   def check_split(self, split: str) -> None:
     """Raises ValueError naming ``split`` and the available ones if unknown."""
@@ -212,30 +226,37 @@ def prepare_builder(builder_cls: type[tfds.core.DatasetBuilder],
 class ToModelInputs(grain.transforms.Map):
   """Maps a raw record to the model contract ``{'inputs', 'label'}``.
 
-  ``inputs`` is int32 [max_length], right-padded with ``pad_id``; ``label`` is
-  an int32 scalar. A sequence longer than ``max_length`` raises instead of
-  being truncated silently.
+  ``inputs`` is int32 [max_length] (or [towers, max_length], each row padded on its
+  own), right-padded with ``pad_id``; ``label`` is an int32 scalar. A sequence longer
+  than ``max_length`` raises instead of being truncated silently.
   """
 
-  def __init__(self, *, inputs_key: str, label_key: str, max_length: int, pad_id: int):
+  def __init__(self, *, inputs_key: str, label_key: str, max_length: int, pad_id: int,
+               towers: int = 1):
     self.inputs_key = inputs_key
     self.label_key = label_key
     self.max_length = max_length
     self.pad_id = pad_id
+    self.towers = towers
 
   def map(self, element: Mapping[str, Any]) -> dict[str, np.ndarray]:
     tokens = np.asarray(element[self.inputs_key], dtype=np.int32)
-    if tokens.ndim != 1 or tokens.shape[0] > self.max_length:
+    lead = () if self.towers == 1 else (self.towers,)
+    if (tokens.ndim != len(lead) + 1 or tokens.shape[:-1] != lead
+        or tokens.shape[-1] > self.max_length):
+      expected = ("a 1-D sequence" if self.towers == 1 else
+                  f"[towers={self.towers}, length] sequences")
       raise ValueError(
-          f"{self.inputs_key!r} has shape {tokens.shape}; expected a 1-D sequence of "
+          f"{self.inputs_key!r} has shape {tokens.shape}; expected {expected} of "
           f"at most max_length={self.max_length} tokens")
-    if tokens.shape[0] < self.max_length:
-      tokens = np.pad(tokens, (0, self.max_length - tokens.shape[0]),
-                      constant_values=self.pad_id)
+    if tokens.shape[-1] < self.max_length:
+      pad = [(0, 0)] * len(lead) + [(0, self.max_length - tokens.shape[-1])]
+      tokens = np.pad(tokens, pad, constant_values=self.pad_id)
     return {"inputs": tokens, "label": np.asarray(element[self.label_key], dtype=np.int32)}
 
   @classmethod
   def for_spec(cls, spec: DatasetSpec) -> ToModelInputs:
     """The transform for one registered dataset."""
     return cls(inputs_key=spec.inputs_key, label_key=spec.label_key,
-               max_length=spec.info.max_length, pad_id=spec.info.pad_id)
+               max_length=spec.info.max_length, pad_id=spec.info.pad_id,
+               towers=spec.info.towers)

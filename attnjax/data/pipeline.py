@@ -3,7 +3,8 @@
 Every batch is a dict of numpy arrays, the contract with the model and the
 train loop:
 
-* ``inputs``: int32 [B, L] token ids, ``pad_id`` (0) marks padding;
+* ``inputs``: int32 [B, L] token ids (``[B, 2, L]`` for two-tower datasets,
+  ``DatasetInfo.towers == 2``), ``pad_id`` (0) marks padding;
 * ``label``:  int32 [B] class ids;
 * ``weight``: float32 [B], eval batches only: 1 for real examples, 0 for the
   rows that pad the final batches, so ``sum(w * metric) / sum(w)`` is exact.
@@ -40,9 +41,13 @@ def get_dataset_info(data_config: Any) -> DatasetInfo:
     The registered :class:`DatasetInfo`.
 
   Raises:
-    ValueError: unknown name; the message lists the registered ones.
+    ValueError: unknown name (the message lists the registered ones), or inputs the
+      dataset needs from the user are missing (``DatasetSpec.check``).
   """
-  return get_dataset_spec(data_config.get("name")).info
+  spec = get_dataset_spec(data_config.get("name"))
+  if spec.check is not None:
+    spec.check(data_config)
+  return spec.info
 
 
 def _per_process_batch(global_batch_size: int, process_count: int) -> int:

@@ -63,8 +63,15 @@ def encoder_config(model_config: ml_collections.ConfigDict, *, vocab_size: int,
 
 
 def build_classifier(model_config: ml_collections.ConfigDict, *, vocab_size: int,
-                     max_length: int, num_classes: int, pad_id: int = 0) -> SequenceClassifier:
-  """Builds the SequenceClassifier described by ``config.model`` for a task."""
+                     max_length: int, num_classes: int, pad_id: int = 0,
+                     towers: int = 1) -> SequenceClassifier:
+  """Builds the SequenceClassifier described by ``config.model`` for a task.
+
+  ``towers``: 1 for ``[batch, seq]`` inputs, 2 for two-tower ``[batch, 2, seq]`` inputs
+  (the task's ``DatasetInfo.towers``); ``max_length`` is the length of one tower.
+  """
+  if towers not in (1, 2):
+    raise ValueError(f"towers={towers}; expected 1 (one sequence) or 2 (two towers)")
   pooling = model_config.get("pooling", "cls")
   if pooling not in POOLINGS:
     POOLINGS.get(pooling)  # raises, listing the known poolings
@@ -75,4 +82,5 @@ def build_classifier(model_config: ml_collections.ConfigDict, *, vocab_size: int
     raise ValueError("config.model.pooling='cls' needs config.model.add_cls_token=True; "
                      "or use pooling='mean' or 'attention'")
   return SequenceClassifier(encoder=enc, num_classes=num_classes, pooling=pooling,
-                            head_dropout_rate=model_config.get("head_dropout_rate", 0.0))
+                            head_dropout_rate=model_config.get("head_dropout_rate", 0.0),
+                            towers=towers)

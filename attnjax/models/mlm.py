@@ -68,16 +68,24 @@ class MaskedLanguageModel(nn.Module):
   ) -> jax.Array:
     """Returns float32 logits ``[batch, seq, vocab]`` for ``input_ids`` ``[batch, seq]``.
 
+    Inputs with more leading axes (``[batch, towers, seq]``) are encoded row by row and
+    give logits of the same leading shape.
+
     With ``config.add_cls_token`` the prepended CLS vector is dropped, so the logits line up
     with ``input_ids``.
     """
+    lead = input_ids.shape[:-1]
+    flat = lambda x: None if x is None else x.reshape(-1, x.shape[-1])  # noqa: E731
+    input_ids, attention_mask = flat(input_ids), flat(attention_mask)
+    token_type_ids = flat(token_type_ids)
     encoder = Encoder(self.config, name="encoder")
     hidden, _ = encoder(input_ids, attention_mask=attention_mask,
                         token_type_ids=token_type_ids, deterministic=deterministic)
     hidden = hidden[:, hidden.shape[1] - input_ids.shape[1]:]
     # Tying: read the table the encoder owns instead of creating a second [vocab, D] matrix.
     table = encoder.variables["params"]["embeddings"]["word_embeddings"]["embedding"]
-    return MlmHead(self.config, name="mlm_head")(hidden, table)
+    logits = MlmHead(self.config, name="mlm_head")(hidden, table)
+    return logits.reshape(*lead, *logits.shape[1:])
 
 
 def bert_masking(

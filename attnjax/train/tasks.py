@@ -281,11 +281,18 @@ def masked_lm_metrics(sums: Sums, outputs: Outputs | None = None) -> dict[str, f
 
 @TASKS.register("masked_lm")
 def masked_lm_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task:
-  """BERT masked-language-model pretraining (15% of tokens, 80/10/10) with a tied head."""
-  if info.towers != 1:
-    raise ValueError(f"config.task.name='masked_lm' takes one sequence per example; dataset "
-                     f"{info.name!r} has towers={info.towers}")
+  """BERT masked-language-model pretraining (15% of tokens, 80/10/10) with a tied head.
+
+  Two-tower data (``info.towers == 2``) is read as one row per document.
+  """
   masking = _masking_options(config, info)
+  towers = info.towers  # two-tower data: each document is a row of its own
+
+  def rows(batch: Batch) -> tuple[jax.Array, jax.Array | None]:
+    ids = batch["inputs"].reshape(-1, info.max_length)
+    weight = batch.get("weight")
+    return ids, None if weight is None else jnp.repeat(weight, towers)
+
   enc = encoder_config(config.model, vocab_size=masking["vocab_size"],
                        max_length=info.max_length, pad_id=info.pad_id)
   model = MaskedLanguageModel(enc)
@@ -299,7 +306,7 @@ def masked_lm_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task
 
   def loss_fn(apply_fn, params, batch, rng):
     mask_rng, dropout_rng = jax.random.split(rng)
-    inputs, targets, weights = bert_masking(mask_rng, batch["inputs"], **masking)
+    inputs, targets, weights = bert_masking(mask_rng, rows(batch)[0], **masking)
     logits = apply_fn({"params": params}, inputs, deterministic=False,
                       rngs={"dropout": dropout_rng})
     nll, correct = token_stats(logits, targets, weights)
@@ -307,10 +314,11 @@ def masked_lm_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task
     return jnp.sum(nll) / count, {"accuracy": jnp.sum(correct) / count}
 
   def eval_fn(state: TrainState, batch: Batch) -> Sums:
-    keys = _row_keys(jax.random.PRNGKey(eval_seed), batch["inputs"])
+    ids, row_weight = rows(batch)
+    keys = _row_keys(jax.random.PRNGKey(eval_seed), ids)
     inputs, targets, weights = jax.vmap(
-        lambda k, row: bert_masking(k, row, **masking))(keys, batch["inputs"])
-    weights = weights * batch["weight"].astype(jnp.float32)[:, None]
+        lambda k, row: bert_masking(k, row, **masking))(keys, ids)
+    weights = weights * row_weight.astype(jnp.float32)[:, None]
     logits = state.apply_fn({"params": state.params}, inputs, deterministic=True)
     nll, correct = token_stats(logits, targets, weights)
     return {"loss_sum": jnp.sum(nll), "correct_sum": jnp.sum(correct),
@@ -318,7 +326,7 @@ def masked_lm_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task
 
   d = enc.hidden_size
   # Transform (d x d) and tied output (d x vocab) at every position, forward + backward.
-  head = 3.0 * info.max_length * (2 * d * d + 2 * d * masking["vocab_size"])
+  head = 3.0 * towers * info.max_length * (2 * d * d + 2 * d * masking["vocab_size"])
   return Task(name="masked_lm", model=model, encoder=enc, loss_fn=loss_fn, eval_fn=eval_fn,
               finalize=masked_lm_metrics, train_metrics=("accuracy",),
               summary=("loss", "accuracy", "perplexity"), extra_flops_per_example=head)

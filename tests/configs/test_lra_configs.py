@@ -13,12 +13,12 @@ from attnjax import kernels
 from attnjax import sweep
 from attnjax.train import create_model_and_state, parameter_count
 
-TASKS = ("listops", "text", "image", "pathfinder")
+TASKS = ("listops", "text", "image", "pathfinder", "retrieval", "pathx")
 
 
 def _params(config) -> tuple[int, int]:
   """(encoder parameters without the kernel's own, the kernel's own parameters)."""
-  info = data_lib.get_dataset_info(config.data)
+  info = data_lib.get_dataset_spec(config.data.name).info  # shapes only: no files needed
   _, init_state, _ = create_model_and_state(config, info)
   params = jax.eval_shape(init_state, jax.random.PRNGKey(0)).params
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
@@ -27,7 +27,9 @@ def _params(config) -> tuple[int, int]:
   return parameter_count(params) - own, own
 
 
-@pytest.mark.parametrize("task", TASKS)
+# Path-X is Pathfinder's model at 16,384 tokens; building the six sparse patterns at that
+# length costs ~12 s and checks nothing the Pathfinder row does not.
+@pytest.mark.parametrize("task", [t for t in TASKS if t != "pathx"])
 def test_every_kernel_has_the_same_parameter_budget(task):
   # The encoder budget is the same for every kernel; a kernel's own parameters (Linformer's
   # projections, additive attention's W, ...) come on top and are reported by the sweep.
@@ -79,6 +81,23 @@ def test_lra_base_sizes():
 
 
 PINNED_LISTOPS_BASE = 19_953_162  # 6 x 3.15M blocks + 2,001 x 512 positions + embeddings
+
+
+def test_pathx_base_is_lra_path_x():
+  from configs.lra import pathx  # pylint: disable=import-outside-toplevel
+  px = pathx.get_config()
+  assert data_lib.get_dataset_spec(px.data.name).info.max_length == 16384
+  assert (px.data.name, px.model.num_layers, px.model.hidden_size, px.model.num_heads,
+          px.model.mlp_dim, px.model.position, px.model.pooling) == (
+              "pathx", 1, 32, 2, 32, "learned", "mean")
+  assert (px.train.batch_size, px.train.num_steps, px.optimizer.warmup_steps,
+          px.optimizer.grad_clip_norm, px.optimizer.weight_decay) == (64, 500_000, 2500, 1.0, 0.0)
+  assert _params(px) == (PINNED_PATHX_BASE, 0)
+  assert pathx.get_config("size=small").data.name == "pathx_small"
+
+
+# 16,384 x 32 learned positions + 257 x 32 embeddings + one 6,464-parameter block + head
+PINNED_PATHX_BASE = 539_106
 
 
 def test_bad_size_is_an_error():

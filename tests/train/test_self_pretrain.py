@@ -1,8 +1,12 @@
 """Self-pretraining (config.self_pretrain): masked-LM on the task's own inputs, then the task."""
 
+import dataclasses
 import json
 import os
+import types
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -93,3 +97,30 @@ def test_self_pretraining_with_initial_weights_is_refused(smoke_config, tmp_path
   with pytest.raises(ValueError, match="pretrains from scratch.*config.init.workdir"):
     train_and_evaluate(smoke_config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
+
+
+def test_masked_lm_reads_two_tower_examples_as_rows(smoke_config):
+  # LRA Retrieval's [batch, 2, L] examples: each document is one masked-LM row.
+  info = dataclasses.replace(data_lib.get_dataset_spec("digits").info, towers=2)
+  smoke_config.self_pretrain.num_steps = 1
+  smoke_config.task.name = "masked_lm"
+  task = tasks.build_task(smoke_config, info)
+  ids = jax.random.randint(jax.random.PRNGKey(0), (3, 2, info.max_length), 1, info.vocab_size)
+  params = task.model.init(jax.random.PRNGKey(1), ids)["params"]
+  apply = jax.jit(task.model.apply, static_argnames=("deterministic",))
+  logits = apply({"params": params}, ids)
+  assert logits.shape == (3, 2, info.max_length, info.vocab_size + 1)
+  np.testing.assert_allclose(
+      logits.reshape(6, info.max_length, -1),
+      apply({"params": params}, ids.reshape(6, info.max_length)), atol=1e-5)
+  loss, _ = jax.jit(lambda p, b, k: task.loss_fn(apply, p, b, k))(
+      params, {"inputs": ids}, jax.random.PRNGKey(2))
+  assert np.isfinite(loss)
+  evaluate = jax.jit(lambda p, b: task.eval_fn(types.SimpleNamespace(apply_fn=apply, params=p),
+                                               b))
+  weight = jnp.array([1.0, 1.0, 0.0])  # the last example pads the batch
+  sums = evaluate(params, {"inputs": ids, "weight": weight})
+  one = evaluate(params, {"inputs": ids[:2], "weight": weight[:2]})
+  assert float(sums["weight_sum"]) == 2.0
+  np.testing.assert_allclose(float(sums["token_sum"]), float(one["token_sum"]))
+  np.testing.assert_allclose(float(sums["loss_sum"]), float(one["loss_sum"]), rtol=1e-5)
