@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attnjax import kernels
+from attnjax.kernels.variants import attention_flops
 from attnjax.layers import EncoderConfig
 
 # Dense peak FLOP/s per device, by (device_kind prefix, compute dtype); vendor datasheets.
@@ -23,18 +25,31 @@ PEAK_FLOPS: dict[tuple[str, str], float] = {
 }
 
 
-def forward_flops_per_sequence(cfg: EncoderConfig, num_classes: int, seq_len: int) -> float:
+def forward_flops_per_sequence(cfg: EncoderConfig, num_classes: int, seq_len: int, *,
+                               batch_size: int = 1) -> float:
   """Matmul FLOPs (2 per multiply-add) of one forward pass over one sequence.
 
-  Counts the projections, both attention matmuls (dense: every query against every key),
-  the feed-forward block and the classification head; elementwise work (softmax,
-  LayerNorm, activations) is left out, as in the usual MFU definition.
+  Counts the projections, the attention kernel's matmuls, the feed-forward block and the
+  classification head; elementwise work (softmax, LayerNorm, activations) is left out, as
+  in the usual MFU definition. Attention is what ``cfg.kernel`` with ``cfg.kernel_options``
+  declares (``attnjax.kernels.variants.attention_flops``): every query against every key
+  for the exact-softmax kernels, less for the sub-quadratic and structured-sparse ones.
+
+  Args:
+    cfg: the encoder.
+    num_classes: width of the classification head.
+    seq_len: tokens per sequence, CLS token excluded.
+    batch_size: sequences per kernel call; it only decides whether the exact kernels under
+      the structured-sparse ones run dense or blockwise (the cost per sequence differs).
   """
   t = seq_len + int(cfg.add_cls_token)
   d, hd = cfg.hidden_size, cfg.head_dim
   heads, kv = cfg.num_heads, cfg.num_kv_heads or cfg.num_heads
+  attention = attention_flops(kernels.get_kernel(cfg.kernel), q_len=t, kv_len=t,
+                              num_heads=heads, num_kv_heads=kv, head_dim=hd,
+                              batch_size=batch_size, **cfg.kernel_options)
   per_layer = (2 * t * d * (heads + 2 * kv) * hd     # query, key, value projections
-               + 2 * 2 * t * t * heads * hd          # q k^T and p v
+               + attention                           # q k^T and p v, or the kernel's own
                + 2 * t * heads * hd * d              # output projection
                + 2 * 2 * t * d * cfg.mlp_dim)        # feed-forward in and out
   return float(cfg.num_layers * per_layer + 2 * d * num_classes)
@@ -43,7 +58,8 @@ def forward_flops_per_sequence(cfg: EncoderConfig, num_classes: int, seq_len: in
 def train_flops_per_step(cfg: EncoderConfig, num_classes: int, seq_len: int,
                          batch_size: int) -> float:
   """Forward + backward (twice the forward) matmul FLOPs of one step of ``batch_size``."""
-  return 3.0 * batch_size * forward_flops_per_sequence(cfg, num_classes, seq_len)
+  return 3.0 * batch_size * forward_flops_per_sequence(cfg, num_classes, seq_len,
+                                                       batch_size=batch_size)
 
 
 def peak_flops_per_device(dtype: str, override: float = 0.0) -> tuple[float, str]:

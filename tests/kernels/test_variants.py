@@ -443,3 +443,101 @@ def test_linear_attention_matches_its_formula_causal_and_not():
     w = np.tril(a) if causal else a
     ref = np.einsum("bhts,bshd->bthd", w / w.sum(-1, keepdims=True), v64)
     np.testing.assert_allclose(_call("linear", q, k, v, is_causal=causal), ref, atol=1e-5)
+
+
+# -------------------------------------------------------------------------- FLOPs
+
+
+def _xla_flops(f, *args) -> float:
+  analysis = jax.jit(f).lower(*args).compile().cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+  return float(analysis["flops"])
+
+
+def _declared_flops(name, q, k, **opts):
+  return q.shape[0] * kernels.variants.attention_flops(
+      kernels.get_kernel(name), q_len=q.shape[1], kv_len=k.shape[1], num_heads=q.shape[2],
+      num_kv_heads=k.shape[2], head_dim=q.shape[3], batch_size=q.shape[0], **opts)
+
+
+def _flops_inputs(t=128, d=32):
+  q, k, v = random_inputs(np.random.default_rng(30), batch=(2,), t=t, s=t, h=4, kh=2, d=d,
+                          dtype=np.float32)
+  return jnp.asarray(q), jnp.asarray(k), jnp.asarray(v)
+
+
+# At these shapes every loop of these kernels runs once (XLA's cost analysis counts a loop
+# body once), so XLA sees all their work. sliding_window runs dense at this size.
+_FLOPS_CASES = {
+    "dot_product": {},
+    "linear": {},
+    "performer": {"num_features": 64},
+    "linformer": {"projected_length": 64},
+    "nystromformer": {"num_landmarks": 16},
+    "reformer": {"num_buckets": 8, "chunk_size": 32, "num_hashes": 2},
+    "sinkhorn": {"block_size": 32},
+    "synthesizer_dense": {},
+    "synthesizer_random": {},
+    "sigmoid": {},
+    "differential": {},
+    "sliding_window": {"window_size": 16},
+}
+
+
+@pytest.mark.parametrize("name", sorted(_FLOPS_CASES))
+def test_declared_flops_match_xla_cost_analysis(name):
+  q, k, v = _flops_inputs()
+  opts = dict(CAPS[name].options, **_FLOPS_CASES[name])
+  params = kernels.init_params(kernels.get_kernel(name), jax.random.PRNGKey(1), num_heads=4,
+                               num_kv_heads=2, head_dim=32, q_len=128, kv_len=128, **opts)
+  # Parameters are arguments: drawing them inside the jitted function would add to its cost.
+  xla = _xla_flops(lambda q, k, v, p: _call(name, q, k, v, params=p, **opts), q, k, v, params)
+  ours = _declared_flops(name, q, k, **opts)
+  # Ours counts matmuls only; XLA adds feature maps, softmax, sorting and the like.
+  assert 0.85 <= ours / xla <= 1.02, (ours, xla, ours / xla)
+
+
+def test_sub_quadratic_flops_are_far_below_dense_at_length():
+  t, h, d = 16384, 2, 16
+  dense = kernels.variants.dense_attention_flops(t, t, h, d)
+  for name in ("linear", "performer", "linformer", "nystromformer", "reformer", "sinkhorn"):
+    ours = kernels.variants.attention_flops(kernels.get_kernel(name), q_len=t, kv_len=t,
+                                            num_heads=h, head_dim=d)
+    assert ours < 0.05 * dense, (name, ours / dense)
+
+
+def test_causal_linear_flops_count_every_chunk():
+  q, k, v = _flops_inputs()
+  n = 4  # chunks of 32
+  # Whether this XLA counts a scan body once or once per iteration.
+  x = jnp.ones((32, 32))
+  per_iteration = _xla_flops(
+      lambda x: jax.lax.scan(lambda c, _: (c @ x, None), x, None, length=n)[0], x) / _xla_flops(
+          lambda x: x @ x, x)
+  counted = n if round(per_iteration) == n else 1
+  xla = _xla_flops(lambda q, k, v: _call("linear", q, k, v, is_causal=True, chunk_size=32),
+                   q, k, v)
+  ours = _declared_flops("linear", q, k, is_causal=True, chunk_size=32)
+  assert 0.85 <= ours * counted / n / xla <= 1.02, (ours, xla, counted)
+  # The in-chunk products make the causal form dearer than the non-causal one.
+  assert ours > _declared_flops("linear", q, k, chunk_size=32)
+
+
+@pytest.mark.parametrize("name", SPARSE)
+def test_sparse_flops_follow_the_implementation(name):
+  t, b = 256, 32
+  q, k, _ = _flops_inputs(t=t)
+  opts = dict(CAPS[name].options)
+  dense = _declared_flops(name, q, k, implementation="xla", **opts)
+  assert dense == q.shape[0] * kernels.variants.dense_attention_flops(t, t, 4, 32)
+  # Blockwise: every [b, b] block with at least one live (query, key) pair, counted here
+  # from the dense pattern.
+  live = _numpy_pattern(name, t, t).reshape(t // b, b, t // b, b).any(axis=(1, 3)).sum()
+  chunked = _declared_flops(name, q, k, implementation="chunked", block_q=b, block_kv=b,
+                            **opts)
+  assert chunked == q.shape[0] * live * kernels.variants.dense_attention_flops(b, b, 4, 32)
+  if name not in ("sparse_fixed", "sparse_strided"):  # their columns reach every block
+    assert chunked < dense
+  causal = _declared_flops(name, q, k, implementation="chunked", block_q=b, block_kv=b,
+                           is_causal=True, **opts)
+  assert causal < chunked

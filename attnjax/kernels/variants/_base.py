@@ -15,6 +15,17 @@ cosine attention with a fixed temperature). Whoever owns the state creates them:
 Lengths: parameters that depend on a sequence length (Linformer's projections, the
 Synthesizer's matrices) are created for the length seen at initialisation; shorter
 sequences use the leading rows, longer ones raise.
+
+FLOPs (for MFU)
+---------------
+A kernel whose cost is not that of dense attention declares it through an attribute
+``kernel.attention_flops(*, q_len, kv_len, num_heads, num_kv_heads, head_dim, batch_size,
+**options) -> float`` (attached with :func:`declare_flops`): the matmul FLOPs (2 per
+multiply-add) of one forward call on one sequence, counting what the kernel executes
+(padding, all hashing rounds, the blocks a blockwise loop visits). Callers go through
+:func:`attention_flops`, which fills in the kernel's own keyword defaults (so a declaration
+never repeats a default) and gives :func:`dense_attention_flops` for kernels that declare
+nothing: the exact-softmax family, whose cost is quadratic.
 """
 
 from __future__ import annotations
@@ -108,6 +119,58 @@ def length_slice(fn: str, x: jax.Array, axis: int, length: int, what: str) -> ja
     raise ValueError(f"{fn}: {what} is {length} but the parameters were created for at most "
                      f"{x.shape[axis]} (shape {x.shape}); initialise with the longest length")
   return jax.lax.slice_in_dim(x, 0, length, axis=axis)
+
+
+def dense_attention_flops(q_len: int, kv_len: int, num_heads: int, head_dim: int) -> float:
+  """Matmul FLOPs of dense attention on one sequence: ``q k^T`` and ``p v`` for every pair."""
+  return 2.0 * 2 * q_len * kv_len * num_heads * head_dim
+
+
+def declare_flops(flops_fn: Callable[..., float]) -> Callable[[Callable], Callable]:
+  """Decorator attaching ``flops_fn`` as ``kernel.attention_flops`` (see the module docstring).
+
+  ``flops_fn`` receives every keyword default of the kernel merged with the caller's
+  options, so it can require them as keyword arguments without repeating their values.
+  """
+
+  def attach(kernel: Callable) -> Callable:
+    kernel.attention_flops = flops_fn
+    return kernel
+
+  return attach
+
+
+def keyword_defaults(kernel: Callable) -> dict[str, Any]:
+  """The keyword-only arguments of ``kernel`` that have defaults, with those defaults."""
+  return {name: prm.default for name, prm in inspect.signature(kernel).parameters.items()
+          if prm.kind is inspect.Parameter.KEYWORD_ONLY and prm.default is not prm.empty}
+
+
+def attention_flops(kernel: Callable, *, q_len: int, kv_len: int, num_heads: int,
+                    head_dim: int, num_kv_heads: int | None = None, batch_size: int = 1,
+                    **options: Any) -> float:
+  """Forward matmul FLOPs of ``kernel`` on one sequence (2 per multiply-add).
+
+  Args:
+    kernel: a registered kernel.
+    q_len, kv_len: sequence lengths.
+    num_heads, head_dim: query heads and their width (``v_dim == head_dim``).
+    num_kv_heads: key/value heads (GQA); default ``num_heads``.
+    batch_size: the batch the kernel is called with. It changes no kernel's cost per
+      sequence, but it decides, with the platform, whether the exact kernels under the
+      structured-sparse ones run dense or blockwise (``dispatch.choose_implementation``).
+    **options: the kernel's options (as passed to it); its defaults fill the rest.
+
+  Returns:
+    The declared FLOPs, or :func:`dense_attention_flops` for a kernel that declares none.
+  """
+  flops_fn = getattr(kernel, "attention_flops", None)
+  if flops_fn is None:
+    return dense_attention_flops(q_len, kv_len, num_heads, head_dim)
+  merged = {**keyword_defaults(kernel), **options}
+  return float(flops_fn(q_len=q_len, kv_len=kv_len, num_heads=num_heads,
+                        num_kv_heads=num_kv_heads or num_heads, head_dim=head_dim,
+                        batch_size=batch_size, **merged))
 
 
 def without_attention_dropout(kernel: Callable) -> Callable:

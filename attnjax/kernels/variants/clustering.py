@@ -48,8 +48,22 @@ def _same_length(fn: str, p: _common.Problem) -> None:
 # ---------------------------------------------------------------------------- Reformer
 
 
+def _reformer_flops(*, q_len: int, num_heads: int, head_dim: int, num_buckets: int,
+                    num_hashes: int, chunk_size: int, **_: Any) -> float:
+  # Per round and query head: the rotations of the (padded) queries and keys, then each
+  # chunk against its own and the previous key chunk (only its own when there is one).
+  # Which keys share a chunk depends on the content; the number and size of chunks do not.
+  c = min(chunk_size, q_len)
+  n = -(-q_len // c)
+  width = c if n == 1 else 2 * c
+  hashing = 2 * n * c * head_dim * (num_buckets // 2)
+  attend = n * c * width * 2 * head_dim
+  return 2.0 * num_heads * num_hashes * (hashing + attend)
+
+
 @register_kernel("reformer")
 @_base.without_attention_dropout
+@_base.declare_flops(_reformer_flops)
 def reformer_attention(
     query: jax.Array,
     key: jax.Array,
@@ -181,9 +195,21 @@ def sinkhorn_normalize(log_alpha: jax.Array, iterations: int) -> jax.Array:
   return jnp.exp(log_alpha)
 
 
+def _sinkhorn_flops(*, q_len: int, num_heads: int, head_dim: int, block_size: int, **_: Any
+                    ) -> float:
+  bs = min(block_size, q_len)
+  nb = -(-q_len // bs)
+  d = head_dim
+  sort = nb * d * nb  # block summaries -> sorting logits
+  mixing = nb * nb * bs * (2 * d + 2)  # P K, P V and the two mixed-share vectors
+  attend = nb * bs * 2 * bs * 2 * d  # each query block over its 2 * bs keys, logits and p v
+  return 2.0 * num_heads * (sort + mixing + attend)
+
+
 @register_kernel("sinkhorn")
 @_base.without_attention_dropout
 @_base.declare_params(_sinkhorn_spec)
+@_base.declare_flops(_sinkhorn_flops)
 def sinkhorn_attention(
     query: jax.Array,
     key: jax.Array,

@@ -82,6 +82,24 @@ def feature_attention(phi_q: jax.Array, phi_k: jax.Array, value: jax.Array, *, c
   return out[..., :t, :]
 
 
+def feature_attention_flops(*, q_len: int, kv_len: int, num_heads: int, num_features: int,
+                            v_dim: int, causal: bool, chunk_size: int) -> float:
+  """Matmul FLOPs of :func:`feature_attention` on one sequence (``num_heads`` query heads).
+
+  Non-causal: ``phi(k)^T v``, ``phi(q) [..]`` and the normaliser ``phi(q) z``. Causal: per
+  chunk of ``c`` (the last one padded) the in-chunk ``phi(q) phi(k)^T`` and its product with
+  ``v``, the products with the carried state and normaliser, and the state update; the
+  in-chunk ``[c, c]`` products make it cost more than the non-causal form.
+  """
+  m, dv = num_features, v_dim
+  if not causal:
+    return 2.0 * num_heads * (kv_len * m * dv + q_len * m * dv + q_len * m)
+  c = min(chunk_size, q_len)
+  n = -(-q_len // c)
+  per_chunk = c * c * m + c * c * dv + 2 * c * m * dv + c * m
+  return 2.0 * num_heads * n * per_chunk
+
+
 def _mask_features(p: _common.Problem, phi_k: jax.Array) -> jax.Array:
   """Zeroes the features of masked keys; ``phi_k [B, K, S, M] -> [B, K, G|1, S, M]``."""
   phi_k = phi_k[:, :, None]
@@ -89,8 +107,17 @@ def _mask_features(p: _common.Problem, phi_k: jax.Array) -> jax.Array:
   return phi_k if km is None else jnp.where(km[..., None], phi_k, 0.0)
 
 
+def _linear_flops(*, q_len: int, kv_len: int, num_heads: int, head_dim: int, is_causal: bool,
+                  chunk_size: int, **_: Any) -> float:
+  # The elu+1 feature map is elementwise: the features are head_dim wide.
+  return feature_attention_flops(q_len=q_len, kv_len=kv_len, num_heads=num_heads,
+                                 num_features=head_dim, v_dim=head_dim, causal=is_causal,
+                                 chunk_size=chunk_size)
+
+
 @register_kernel("linear")
 @_base.without_attention_dropout
+@_base.declare_flops(_linear_flops)
 def linear_attention(
     query: jax.Array,
     key: jax.Array,
@@ -203,8 +230,20 @@ def favor_features(x: jax.Array, w: jax.Array, *, is_query: bool,
   return jnp.exp(proj - sq - c) / math.sqrt(w.shape[0])
 
 
+def _performer_flops(*, q_len: int, kv_len: int, num_heads: int, num_kv_heads: int,
+                     head_dim: int, is_causal: bool, num_features: int, chunk_size: int,
+                     **_: Any) -> float:
+  # Projections w^T x: queries per query head, keys once per kv head. Drawing the features
+  # (QRs of [head_dim, head_dim] blocks) does not grow with the sequence and is left out.
+  projections = 2.0 * num_features * head_dim * (q_len * num_heads + kv_len * num_kv_heads)
+  return projections + feature_attention_flops(
+      q_len=q_len, kv_len=kv_len, num_heads=num_heads, num_features=num_features,
+      v_dim=head_dim, causal=is_causal, chunk_size=chunk_size)
+
+
 @register_kernel("performer")
 @_base.without_attention_dropout
+@_base.declare_flops(_performer_flops)
 def performer_attention(
     query: jax.Array,
     key: jax.Array,

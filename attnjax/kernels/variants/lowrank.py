@@ -28,8 +28,17 @@ def _linformer_spec(*, num_kv_heads: int, kv_len: int, projected_length: int = 6
   }
 
 
+def _linformer_flops(*, q_len: int, kv_len: int, num_heads: int, num_kv_heads: int,
+                     head_dim: int, projected_length: int, **_: Any) -> float:
+  # E^T k and F^T v once per kv head, then exact attention of the queries over k keys.
+  projections = 2.0 * 2 * kv_len * projected_length * head_dim * num_kv_heads
+  return projections + _base.dense_attention_flops(q_len, projected_length, num_heads,
+                                                   head_dim)
+
+
 @register_kernel("linformer")
 @_base.declare_params(_linformer_spec)
+@_base.declare_flops(_linformer_flops)
 def linformer_attention(
     query: jax.Array,
     key: jax.Array,
@@ -137,8 +146,20 @@ def _masked_softmax(s: jax.Array, m: jax.Array | None) -> jax.Array:
   return _base.safe_divide(e, jnp.sum(e, axis=-1, keepdims=True))
 
 
+def _nystromformer_flops(*, q_len: int, kv_len: int, num_heads: int, head_dim: int,
+                         num_landmarks: int, pinv_iterations: int, **_: Any) -> float:
+  t, s, d = q_len, kv_len, head_dim
+  m = min(num_landmarks, t, s)
+  landmarks = m * t * d + m * s * d  # segment means of q and k
+  logits = t * m * d + m * m * d + m * s * d  # kernels 1, 2 and 3
+  pinv = pinv_iterations * 4 * m**3  # four [m, m] products per iteration
+  products = m * s * d + m * m * d + t * m * d  # kernel3 v, pinv (..), kernel1 (..)
+  return 2.0 * num_heads * (landmarks + logits + pinv + products)
+
+
 @register_kernel("nystromformer")
 @_base.without_attention_dropout
+@_base.declare_flops(_nystromformer_flops)
 def nystromformer_attention(
     query: jax.Array,
     key: jax.Array,
@@ -249,8 +270,16 @@ _SYNTH_ARGS = """
 """
 
 
+def _dense_synth_flops(*, q_len: int, kv_len: int, num_heads: int, head_dim: int, **_: Any
+                       ) -> float:
+  # The two layers of F per query, then softmax(logits) v.
+  synthesis = 2.0 * q_len * num_heads * head_dim * (head_dim + kv_len)
+  return synthesis + scoring.attend_to_logits_flops(q_len, kv_len, num_heads, head_dim)
+
+
 @register_kernel("synthesizer_dense")
 @_base.declare_params(_dense_synth_spec)
+@_base.declare_flops(_dense_synth_flops)
 def synthesizer_dense_attention(
     query: jax.Array, key: jax.Array, value: jax.Array, bias: jax.Array | None = None,
     mask: jax.Array | None = None, *, scale: float | None = None, is_causal: bool = False,
@@ -295,8 +324,14 @@ def _random_synth_spec(*, num_heads: int, q_len: int, kv_len: int, **_: Any
                                     "learned [q_seq, kv_seq] logits per head")}
 
 
+def _random_synth_flops(*, q_len: int, kv_len: int, num_heads: int, head_dim: int, **_: Any
+                        ) -> float:
+  return scoring.attend_to_logits_flops(q_len, kv_len, num_heads, head_dim)
+
+
 @register_kernel("synthesizer_random")
 @_base.declare_params(_random_synth_spec)
+@_base.declare_flops(_random_synth_flops)
 def synthesizer_random_attention(
     query: jax.Array, key: jax.Array, value: jax.Array, bias: jax.Array | None = None,
     mask: jax.Array | None = None, *, scale: float | None = None, is_causal: bool = False,

@@ -53,7 +53,16 @@ def _sigmoid_core(p: _common.Problem, offset_bias: float) -> jax.Array:
   return out[..., :t, :]
 
 
+def _sigmoid_flops(*, q_len: int, kv_len: int, num_heads: int, head_dim: int, **_: Any
+                   ) -> float:
+  # Every query block against every key (masks and patterns skip nothing), the last
+  # block padded.
+  bq = min(_SIGMOID_BLOCK_Q, q_len)
+  return _base.dense_attention_flops(-(-q_len // bq) * bq, kv_len, num_heads, head_dim)
+
+
 @register_kernel("sigmoid")
+@_base.declare_flops(_sigmoid_flops)
 def sigmoid_attention(
     query: jax.Array,
     key: jax.Array,
@@ -117,8 +126,15 @@ def _diff_spec(*, num_heads: int, head_dim: int, **_: Any) -> dict[str, _base.Pa
           for name in ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2")}
 
 
+def _differential_flops(*, q_len: int, kv_len: int, num_heads: int, head_dim: int, **_: Any
+                        ) -> float:
+  # Two exact maps, each with half-width logits but a full-width p v: 1.5x dense.
+  return 2 * 2.0 * q_len * kv_len * num_heads * (head_dim // 2 + head_dim)
+
+
 @register_kernel("differential")
 @_base.declare_params(_diff_spec)
+@_base.declare_flops(_differential_flops)
 def differential_attention(
     query: jax.Array,
     key: jax.Array,

@@ -303,6 +303,11 @@ def attend_to_logits(fn: str, logits: jax.Array, value: jax.Array, bias: Any, ma
       precision=precision, module=module, **opts)
 
 
+def attend_to_logits_flops(q_len: int, kv_len: int, num_heads: int, v_dim: int) -> float:
+  """Matmul FLOPs of :func:`attend_to_logits` on one sequence: ``p v`` and the width-1 ``q k^T``."""
+  return 2.0 * q_len * kv_len * num_heads * (1 + v_dim)
+
+
 _LOGIT_REFUSED = {
     "logits_soft_cap": "this kernel's logits are not a scaled dot product",
 }

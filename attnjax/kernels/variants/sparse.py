@@ -7,14 +7,22 @@ position biases, dropout, GQA). The pattern is evaluated lazily per block; the c
 implementation (chosen automatically for long sequences, or with
 ``implementation='chunked'``) visits only blocks the pattern leaves live, so window-type
 patterns cost ``O(T * (w + block))`` time and ``O(T)`` memory.
+
+Their declared FLOPs (``kernel.attention_flops``) follow the implementation that runs: the
+dense one computes every ``(query, key)`` pair, masked or not; the chunked one computes
+whole ``block_q x block_kv`` blocks, those with at least one live pair.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import Any, Callable
 
 import jax
 
+from attnjax.kernels import _common
+from attnjax.kernels import chunked
+from attnjax.kernels import dispatch
 from attnjax.kernels import patterns
 from attnjax.kernels.dot_product import dot_product_attention
 from attnjax.kernels.registry import register_kernel
@@ -42,6 +50,59 @@ def _run(fn: str, pattern: Any, query, key, value, bias, mask, *, scale, is_caus
       precision=precision, module=module, **opts)
 
 
+# Options of dot_product_attention that shape the problem (the rest pick the implementation).
+_PREPARE_OPTIONS = frozenset(inspect.signature(_common.prepare).parameters) - {
+    "query", "key", "value", "bias", "mask", "fn", "sparsity_pattern"}
+
+
+def pattern_flops(fn: str, pattern: Any, *, q_len: int, kv_len: int, num_heads: int,
+                  num_kv_heads: int, head_dim: int, batch_size: int,
+                  options: dict[str, Any]) -> float:
+  """Forward matmul FLOPs of ``dot_product_attention`` with ``pattern``, for one sequence.
+
+  The implementation is the one ``dispatch.choose_implementation`` picks for a call of
+  ``batch_size`` sequences with these options on this platform: a dense one computes all
+  ``q_len * kv_len`` pairs; the chunked one computes every block that has a live pair
+  (``chunked.live_block_count``, from the static pattern, causal and window masks), padded
+  ones included. With a pattern the chunked loops run over that static block list, so
+  masks known only at run time (padding, lengths, segments) skip nothing, here or there.
+  """
+  found = {}
+
+  def probe(q, k, v):
+    p = _common.prepare(q, k, v, fn=fn, sparsity_pattern=pattern,
+                        **{n: x for n, x in options.items() if n in _PREPARE_OPTIONS})
+    choice = dispatch.choose_implementation(
+        p, options.get("implementation"), block_q=options.get("block_q"),
+        block_kv=options.get("block_kv"),
+        return_residual=bool(options.get("return_residual", False)), fn=fn)
+    found["choice"] = choice
+    if choice.name == "chunked":
+      found["blocks"] = chunked.live_block_count(p, choice.block_q, choice.block_kv)
+
+  dtype = options.get("dtype") or jax.numpy.float32
+  jax.eval_shape(probe, jax.ShapeDtypeStruct((batch_size, q_len, num_heads, head_dim), dtype),
+                 *[jax.ShapeDtypeStruct((batch_size, kv_len, num_kv_heads, head_dim), dtype)] * 2)
+  choice = found["choice"]
+  if choice.name != "chunked":
+    return _base.dense_attention_flops(q_len, kv_len, num_heads, head_dim)
+  return _base.dense_attention_flops(choice.block_q, choice.block_kv, num_heads,
+                                     head_dim) * found["blocks"]
+
+
+def _declare_pattern_flops(fn: str, make_pattern: Callable[..., Any]
+                           ) -> Callable[[Callable], Callable]:
+  """Declares ``attention_flops`` of a kernel running the pattern ``make_pattern(**options)``."""
+
+  def flops(*, q_len: int, kv_len: int, num_heads: int, num_kv_heads: int, head_dim: int,
+            batch_size: int, **options: Any) -> float:
+    return pattern_flops(fn, make_pattern(**options), q_len=q_len, kv_len=kv_len,
+                         num_heads=num_heads, num_kv_heads=num_kv_heads, head_dim=head_dim,
+                         batch_size=batch_size, options=options)
+
+  return _base.declare_flops(flops)
+
+
 _ARGS_DOC = """
   Args:
     query: ``[batch..., q_seq, heads, head_dim]``.
@@ -52,7 +113,16 @@ _ARGS_DOC = """
 """
 
 
+def _sliding_window_pattern(*, window_size: int | tuple[int, int], **_: Any
+                            ) -> patterns.DilatedWindow:
+  w = (window_size, window_size) if isinstance(window_size, int) else tuple(window_size)
+  for v in w:
+    _check_int("sliding_window_attention", "window_size", v, 0)
+  return patterns.DilatedWindow(w[0], w[1], 1)
+
+
 @register_kernel("sliding_window")
+@_declare_pattern_flops("sliding_window_attention", _sliding_window_pattern)
 def sliding_window_attention(
     query: jax.Array, key: jax.Array, value: jax.Array, bias: jax.Array | None = None,
     mask: jax.Array | None = None, *, window_size: int | tuple[int, int] = 128,
@@ -70,17 +140,22 @@ def sliding_window_attention(
     ``[batch..., q_seq, heads, v_dim]``.
   """
   fn = "sliding_window_attention"
-  w = (window_size, window_size) if isinstance(window_size, int) else tuple(window_size)
-  for v in w:
-    _check_int(fn, "window_size", v, 0)
-  return _run(fn, patterns.DilatedWindow(w[0], w[1], 1), query, key, value, bias, mask,
-              scale=scale, is_causal=is_causal, dropout_rate=dropout_rate,
+  return _run(fn, _sliding_window_pattern(window_size=window_size), query, key, value, bias,
+              mask, scale=scale, is_causal=is_causal, dropout_rate=dropout_rate,
               dropout_rng=dropout_rng, deterministic=deterministic,
               broadcast_dropout=broadcast_dropout, dtype=dtype, precision=precision,
               module=module, options=options)
 
 
+def _dilated_window_pattern(*, window_size: int, dilation: int, **_: Any
+                            ) -> patterns.DilatedWindow:
+  _check_int("dilated_window_attention", "window_size", window_size, 0)
+  _check_int("dilated_window_attention", "dilation", dilation, 1)
+  return patterns.DilatedWindow(window_size, window_size, dilation)
+
+
 @register_kernel("dilated_window")
+@_declare_pattern_flops("dilated_window_attention", _dilated_window_pattern)
 def dilated_window_attention(
     query: jax.Array, key: jax.Array, value: jax.Array, bias: jax.Array | None = None,
     mask: jax.Array | None = None, *, window_size: int = 32, dilation: int = 4,
@@ -97,16 +172,22 @@ def dilated_window_attention(
     ``[batch..., q_seq, heads, v_dim]``.
   """
   fn = "dilated_window_attention"
-  _check_int(fn, "window_size", window_size, 0)
-  _check_int(fn, "dilation", dilation, 1)
-  return _run(fn, patterns.DilatedWindow(window_size, window_size, dilation), query, key,
-              value, bias, mask, scale=scale, is_causal=is_causal, dropout_rate=dropout_rate,
-              dropout_rng=dropout_rng, deterministic=deterministic,
+  return _run(fn, _dilated_window_pattern(window_size=window_size, dilation=dilation), query,
+              key, value, bias, mask, scale=scale, is_causal=is_causal,
+              dropout_rate=dropout_rate, dropout_rng=dropout_rng, deterministic=deterministic,
               broadcast_dropout=broadcast_dropout, dtype=dtype, precision=precision,
               module=module, options=options)
 
 
+def _longformer_pattern(*, window_size: int, num_global_tokens: int, **_: Any
+                        ) -> patterns.Longformer:
+  _check_int("longformer_attention", "window_size", window_size, 0)
+  _check_int("longformer_attention", "num_global_tokens", num_global_tokens, 0)
+  return patterns.Longformer(window_size, window_size, num_global_tokens)
+
+
 @register_kernel("longformer")
+@_declare_pattern_flops("longformer_attention", _longformer_pattern)
 def longformer_attention(
     query: jax.Array, key: jax.Array, value: jax.Array, bias: jax.Array | None = None,
     mask: jax.Array | None = None, *, window_size: int = 128, num_global_tokens: int = 1,
@@ -124,16 +205,27 @@ def longformer_attention(
     ``[batch..., q_seq, heads, v_dim]``.
   """
   fn = "longformer_attention"
-  _check_int(fn, "window_size", window_size, 0)
-  _check_int(fn, "num_global_tokens", num_global_tokens, 0)
-  return _run(fn, patterns.Longformer(window_size, window_size, num_global_tokens), query, key,
+  return _run(fn, _longformer_pattern(window_size=window_size,
+                                      num_global_tokens=num_global_tokens), query, key,
               value, bias, mask, scale=scale, is_causal=is_causal, dropout_rate=dropout_rate,
               dropout_rng=dropout_rng, deterministic=deterministic,
               broadcast_dropout=broadcast_dropout, dtype=dtype, precision=precision,
               module=module, options=options)
 
 
+def _bigbird_pattern(*, block_size: int, num_window_blocks: int, num_global_blocks: int,
+                     num_random_blocks: int, seed: int, **_: Any) -> patterns.BigBird:
+  fn = "bigbird_attention"
+  _check_int(fn, "block_size", block_size, 1)
+  _check_int(fn, "num_window_blocks", num_window_blocks, 1)
+  _check_int(fn, "num_global_blocks", num_global_blocks, 0)
+  _check_int(fn, "num_random_blocks", num_random_blocks, 0)
+  return patterns.BigBird(block_size, num_window_blocks, num_global_blocks, num_random_blocks,
+                          int(seed))
+
+
 @register_kernel("bigbird")
+@_declare_pattern_flops("bigbird_attention", _bigbird_pattern)
 def bigbird_attention(
     query: jax.Array, key: jax.Array, value: jax.Array, bias: jax.Array | None = None,
     mask: jax.Array | None = None, *, block_size: int = 64, num_window_blocks: int = 3,
@@ -153,19 +245,28 @@ def bigbird_attention(
     ``[batch..., q_seq, heads, v_dim]``.
   """
   fn = "bigbird_attention"
-  _check_int(fn, "block_size", block_size, 1)
-  _check_int(fn, "num_window_blocks", num_window_blocks, 1)
-  _check_int(fn, "num_global_blocks", num_global_blocks, 0)
-  _check_int(fn, "num_random_blocks", num_random_blocks, 0)
-  pattern = patterns.BigBird(block_size, num_window_blocks, num_global_blocks,
-                             num_random_blocks, int(seed))
+  pattern = _bigbird_pattern(block_size=block_size, num_window_blocks=num_window_blocks,
+                             num_global_blocks=num_global_blocks,
+                             num_random_blocks=num_random_blocks, seed=seed)
   return _run(fn, pattern, query, key, value, bias, mask, scale=scale, is_causal=is_causal,
               dropout_rate=dropout_rate, dropout_rng=dropout_rng, deterministic=deterministic,
               broadcast_dropout=broadcast_dropout, dtype=dtype, precision=precision,
               module=module, options=options)
 
 
+def _sparse_fixed_pattern(*, block_size: int, summary_size: int, **_: Any
+                          ) -> patterns.SparseFixed:
+  fn = "sparse_fixed_attention"
+  _check_int(fn, "block_size", block_size, 1)
+  _check_int(fn, "summary_size", summary_size, 0)
+  if summary_size > block_size:
+    raise ValueError(f"{fn}: summary_size ({summary_size}) must be <= block_size "
+                     f"({block_size})")
+  return patterns.SparseFixed(block_size, summary_size)
+
+
 @register_kernel("sparse_fixed")
+@_declare_pattern_flops("sparse_fixed_attention", _sparse_fixed_pattern)
 def sparse_fixed_attention(
     query: jax.Array, key: jax.Array, value: jax.Array, bias: jax.Array | None = None,
     mask: jax.Array | None = None, *, block_size: int = 64, summary_size: int = 8,
@@ -184,19 +285,20 @@ def sparse_fixed_attention(
     ``[batch..., q_seq, heads, v_dim]``.
   """
   fn = "sparse_fixed_attention"
-  _check_int(fn, "block_size", block_size, 1)
-  _check_int(fn, "summary_size", summary_size, 0)
-  if summary_size > block_size:
-    raise ValueError(f"{fn}: summary_size ({summary_size}) must be <= block_size "
-                     f"({block_size})")
-  return _run(fn, patterns.SparseFixed(block_size, summary_size), query, key, value, bias,
-              mask, scale=scale, is_causal=is_causal, dropout_rate=dropout_rate,
-              dropout_rng=dropout_rng, deterministic=deterministic,
+  return _run(fn, _sparse_fixed_pattern(block_size=block_size, summary_size=summary_size),
+              query, key, value, bias, mask, scale=scale, is_causal=is_causal,
+              dropout_rate=dropout_rate, dropout_rng=dropout_rng, deterministic=deterministic,
               broadcast_dropout=broadcast_dropout, dtype=dtype, precision=precision,
               module=module, options=options)
 
 
+def _sparse_strided_pattern(*, stride: int, **_: Any) -> patterns.SparseStrided:
+  _check_int("sparse_strided_attention", "stride", stride, 1)
+  return patterns.SparseStrided(stride)
+
+
 @register_kernel("sparse_strided")
+@_declare_pattern_flops("sparse_strided_attention", _sparse_strided_pattern)
 def sparse_strided_attention(
     query: jax.Array, key: jax.Array, value: jax.Array, bias: jax.Array | None = None,
     mask: jax.Array | None = None, *, stride: int = 64, scale: float | None = None,
@@ -213,9 +315,8 @@ def sparse_strided_attention(
     ``[batch..., q_seq, heads, v_dim]``.
   """
   fn = "sparse_strided_attention"
-  _check_int(fn, "stride", stride, 1)
-  return _run(fn, patterns.SparseStrided(stride), query, key, value, bias, mask, scale=scale,
-              is_causal=is_causal, dropout_rate=dropout_rate, dropout_rng=dropout_rng,
+  return _run(fn, _sparse_strided_pattern(stride=stride), query, key, value, bias, mask,
+              scale=scale, is_causal=is_causal, dropout_rate=dropout_rate, dropout_rng=dropout_rng,
               deterministic=deterministic, broadcast_dropout=broadcast_dropout, dtype=dtype,
               precision=precision, module=module, options=options)
 
