@@ -28,6 +28,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 IMPLS = ("jax_nn", "dense", "chunked")
+HEADLINE_SUITES = ("t4096_h8",)  # the issue's speed targets: run --trials times
 MEM_LIMIT_BYTES = 12 * 2**30  # of the 24 GiB machine (shared); a config above it fails cleanly
 
 
@@ -205,6 +206,8 @@ def main() -> None:
   ap.add_argument("--quick", action="store_true", help="only T <= 4096")
   ap.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration")
   ap.add_argument("--out", default=HERE)
+  ap.add_argument("--trials", type=int, default=3,
+                  help="interleaved runs of the headline suite (t4096_h8); fastest kept")
   args = ap.parse_args()
   if args.child:
     child_main(args.child)
@@ -214,21 +217,38 @@ def main() -> None:
   meta = {
       "date": datetime.date.today().isoformat(), "commit": _git_commit(),
       "hardware": _hardware(), "jax": jax.__version__,
-      "command": "python experiments/benchmarks/attention_bench.py" + (" --quick" if args.quick else ""),
+      "command": "python experiments/benchmarks/attention_bench.py" + (" --quick" if args.quick else "")
+                 + (f" --trials {args.trials}" if args.trials != 3 else ""),
   }
   results = []
   mm = run_config({"impl": "matmul", "n": 2048, "repeats": 5, "suite": "matmul"}, args.timeout)
   results.append(mm)
   print(f"matmul 2048^3 float32: {mm.get('gflops', float('nan')):.1f} GFLOP/s", flush=True)
-  for cfg in sweep(args.quick):
-    r = run_config(cfg, args.timeout)
-    results.append(r)
-    desc = f"{r['suite']:>18} {r['impl']:>7} T={r['t']:>6} h={r['heads']} {r['mode']:>7}"
+  cfgs = sweep(args.quick)
+  # The headline suite runs args.trials times, interleaved (every config of trial 1, then of
+  # trial 2, ...), and each config keeps its fastest trial: on a shared machine a slow
+  # spell then hits all implementations' trials alike instead of one of them.
+  order = [(i, trial) for trial in range(args.trials) for i, c in enumerate(cfgs)
+           if trial == 0 or c["suite"] in HEADLINE_SUITES]
+  best: dict[int, dict] = {}
+  for i, trial in order:
+    r = run_config(cfgs[i], args.timeout)
+    desc = (f"{r['suite']:>18} {r['impl']:>7} T={r['t']:>6} h={r['heads']} {r['mode']:>7}"
+            + (f" (trial {trial + 1})" if args.trials > 1 and r["suite"] in HEADLINE_SUITES
+               else ""))
     if "error" in r:
       print(f"{desc}: FAILED ({r['error']})", flush=True)
     else:
       print(f"{desc}: {r['seconds'] * 1e3:10.1f} ms  {r['gflops']:6.1f} GFLOP/s  "
             f"peak {r['peak_rss_bytes'] / 2**30:6.2f} GiB", flush=True)
+    prev = best.get(i)
+    if prev is None or ("error" in prev and "error" not in r) or (
+        "error" not in r and "error" not in prev and r["seconds"] < prev["seconds"]):
+      r["trials"] = (prev or {}).get("trials", 0) + 1
+      best[i] = r
+    else:
+      prev["trials"] += 1
+  results.extend(best[i] for i in sorted(best))
   report = {"meta": meta, "matmul_gflops": mm.get("gflops"), "results": results}
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "results.json"), "w") as f:
