@@ -46,16 +46,27 @@ def batches(smoke_config):
   return [next(it) for _ in range(STEPS)]
 
 
+@pytest.fixture(scope="module")
+def one_device(data_dir):
+  """``(batches, (losses, state))`` of the jit reference, computed once for the module."""
+  from configs import default as default_config  # pylint: disable=import-outside-toplevel
+  config = default_config.get_config("smoke")
+  config.data.data_dir = data_dir
+  it = data_lib.make_train_iterator(config.data, global_batch_size=16, seed=0)
+  batches = [next(it) for _ in range(STEPS)]
+  return batches, _losses(_config(config), batches)
+
+
 @pytest.mark.parametrize("strategy,data,fsdp,tensor", [
     ("pmap", -1, 1, 1),
     ("mesh", 8, 1, 1),
     ("mesh", 4, 2, 1),
     ("mesh", 2, 1, 4),
 ])
-def test_strategies_give_the_losses_of_one_device(smoke_config, batches, strategy, data, fsdp,
-                                                  tensor):
+def test_strategies_give_the_losses_of_one_device(smoke_config, one_device, strategy, data,
+                                                  fsdp, tensor):
   assert jax.device_count() == 8
-  reference, ref_state = _losses(_config(smoke_config.copy_and_resolve_references()), batches)
+  batches, (reference, ref_state) = one_device
   losses, state = _losses(_config(smoke_config, strategy, data, fsdp, tensor), batches)
   np.testing.assert_allclose(losses, reference, rtol=2e-5, atol=2e-6)
   # Adam divides by sqrt(v): float32 reduction-order differences in near-zero gradients
