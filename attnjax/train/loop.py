@@ -220,8 +220,8 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
   if t.batch_size % t.microbatches:
     raise ValueError(f"config.train.batch_size={t.batch_size} is not divisible by "
                      f"config.train.microbatches={t.microbatches}")
-  sp = config.get("self_pretrain")
-  if sp is not None and int(sp.get("num_steps", 0)) != 0:
+  if tasks_lib.self_pretrain_steps(config) != 0:
+    sp = config.self_pretrain
     if int(sp.num_steps) < 0:
       raise ValueError(f"config.self_pretrain.num_steps must be >= 0, got {sp.num_steps}")
     if not 0.0 < float(sp.mask_rate) < 1.0:
