@@ -37,6 +37,9 @@ class EncoderConfig:
     layer_norm_epsilon: epsilon of every LayerNorm.
     activation: feed-forward activation, a name in ``jax.nn`` (``gelu``, ``relu``, ...).
     exact_gelu: use the erf GELU (as BERT) rather than the tanh approximation.
+    use_bias: biases in the attention and feed-forward projections and the LayerNorms
+      (False for bias-free models such as ModernBERT and T5).
+    rotary_base: RoPE wavelength base (with ``position='rotary'``).
     pad_id: token id of padding; the padding mask is ``input_ids != pad_id`` unless an
       explicit ``attention_mask`` is given.
     dtype: computation dtype (parameters stay float32).
@@ -66,6 +69,8 @@ class EncoderConfig:
   layer_norm_epsilon: float = 1e-6
   activation: str = "gelu"
   exact_gelu: bool = False
+  use_bias: bool = True
+  rotary_base: float = 10000.0
   pad_id: int = 0
   dtype: Any = jnp.float32
   remat: bool = False

@@ -46,12 +46,18 @@ class Embeddings(nn.Module):
       input_ids: jax.Array,
       token_type_ids: jax.Array | None = None,
       *,
+      positions: jax.Array | None = None,
       deterministic: bool = True,
   ) -> jax.Array:
-    """Embeds ``input_ids`` [batch, seq] into ``[batch, seq, hidden]``."""
+    """Embeds ``input_ids`` [batch, seq] into ``[batch, seq, hidden]``.
+
+    ``positions`` (int ``[batch, seq]``, default ``arange(seq)``) index the absolute
+    position table: packed rows restart them per segment, cached decoding continues them
+    from the cache index, left-padded prompts start each row's first real token at 0.
+    """
     cfg = self.config
     seq = input_ids.shape[-1]
-    if seq > cfg.max_length:
+    if positions is None and seq > cfg.max_length:
       raise ValueError(f"input_ids has length {seq} > max_length={cfg.max_length} "
                        f"(shape {input_ids.shape})")
     init = nn.initializers.normal(stddev=0.02)
@@ -59,9 +65,11 @@ class Embeddings(nn.Module):
                  name="word_embeddings")(input_ids)
     if cfg.position == "learned":
       table = self.param("position_embeddings", init, (cfg.max_length, cfg.hidden_size))
-      x = x + table[None, :seq]
+      x = x + (table[None, :seq] if positions is None else jnp.take(table, positions, axis=0))
     elif cfg.position == "sinusoidal":
-      x = x + jnp.asarray(sinusoidal_positions(seq, cfg.hidden_size))[None]
+      table = jnp.asarray(sinusoidal_positions(cfg.max_length if positions is not None else seq,
+                                               cfg.hidden_size))
+      x = x + (table[None] if positions is None else jnp.take(table, positions, axis=0))
     if cfg.type_vocab_size:
       if token_type_ids is None:
         token_type_ids = jnp.zeros_like(input_ids)

@@ -1,4 +1,4 @@
-"""The Transformer encoder: one block definition, one stack, the kernel injected by name."""
+"""The Transformer block and stack, and the encoder built from them (kernel injected by name)."""
 
 from __future__ import annotations
 
@@ -12,57 +12,149 @@ from attnjax.layers.embeddings import Embeddings
 from attnjax.layers.feedforward import FeedForward
 
 
-class EncoderBlock(nn.Module):
-  """Self-attention and feed-forward sub-layers, each with a residual and LayerNorm.
+class TransformerBlock(nn.Module):
+  """The one Transformer block: self-attention, optional cross-attention, feed-forward.
 
-  Pre-LN (``config.pre_layer_norm``): ``x + Drop(Attn(LN(x)))``, then ``x + Drop(FF(LN(x)))``.
-  Post-LN (original Transformer, BERT): ``LN(x + Drop(Attn(x)))``, then ``LN(x + Drop(FF(x)))``.
+  Every stack (encoder, decoder, the decoder of an encoder-decoder) is a list of these.
+  Each sub-layer has a residual and a LayerNorm:
+
+  Pre-LN (``config.pre_layer_norm``): ``x + Drop(Sub(LN(x)))`` for each sub-layer.
+  Post-LN (original Transformer, BERT, BART): ``LN(x + Drop(Sub(x)))``.
+
+  Parameter names: ``attention``, ``attention_norm``, (``cross_attention``,
+  ``cross_attention_norm``), ``mlp``, ``mlp_norm``.
+
+  Attributes:
+    config: the stack's hyper-parameters.
+    causal: self-attention sees only the current and earlier positions (decoders).
+    cross_attention: add an attention sub-layer over ``encoded`` (encoder-decoder).
   """
 
   config: EncoderConfig
+  causal: bool = False
+  cross_attention: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None,
-               deterministic: bool = True) -> jax.Array:
-    """Maps ``[batch, seq, D]`` to ``[batch, seq, D]``; ``mask`` as in MultiHeadAttention.
+               deterministic: bool = True, encoded: jax.Array | None = None,
+               encoded_mask: jax.Array | None = None, positions: jax.Array | None = None,
+               segment_ids: jax.Array | None = None, decode: bool = False) -> jax.Array:
+    """Maps ``[batch, seq, D]`` to ``[batch, seq, D]``.
 
-    ``deterministic`` is positional-or-keyword so that ``nn.remat`` can mark it static.
+    Arguments are positional-or-keyword so that ``nn.remat`` can mark ``deterministic``
+    and ``decode`` static and ``nn.scan`` can broadcast them.
+
+    Args:
+      x: ``[batch, seq, D]``.
+      mask: self-attention mask as in :class:`MultiHeadAttention` (True = attend).
+      deterministic: disables dropout when True.
+      encoded: ``[batch, src_len, D]`` encoder output (with ``cross_attention``).
+      encoded_mask: cross-attention mask broadcastable to ``[batch, heads, seq, src_len]``.
+      positions: int ``[batch, seq]`` positions for RoPE.
+      segment_ids: int ``[batch, seq]`` packed-sequence ids.
+      decode: use the autoregressive cache (see :class:`MultiHeadAttention`).
     """
     cfg = self.config
-    attention = MultiHeadAttention(
-        num_heads=cfg.num_heads,
-        head_dim=cfg.head_dim,
-        num_kv_heads=cfg.num_kv_heads,
-        kernel=cfg.kernel,
-        kernel_options=cfg.kernel_options,
-        dropout_rate=cfg.attention_dropout_rate,
-        dtype=cfg.dtype,
-        rotary=cfg.position == "rotary",
-        name="attention")
-    ffn = FeedForward(cfg.mlp_dim, activation=cfg.activation, exact_gelu=cfg.exact_gelu,
-                      dropout_rate=cfg.dropout_rate, dtype=cfg.dtype, name="mlp")
-    norm1 = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.dtype, name="attention_norm")
-    norm2 = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.dtype, name="mlp_norm")
+
+    def attention(name, causal, rotary):
+      return MultiHeadAttention(
+          num_heads=cfg.num_heads, head_dim=cfg.head_dim, num_kv_heads=cfg.num_kv_heads,
+          kernel=cfg.kernel, kernel_options=cfg.kernel_options,
+          dropout_rate=cfg.attention_dropout_rate, dtype=cfg.dtype, rotary=rotary,
+          rotary_base=cfg.rotary_base, is_causal=causal, use_bias=cfg.use_bias, name=name)
+
+    def norm(name):
+      return nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.dtype,
+                          use_bias=cfg.use_bias, name=name)
+
     drop = nn.Dropout(cfg.dropout_rate)
 
-    if cfg.pre_layer_norm:
-      x = x + drop(attention(norm1(x), mask=mask, deterministic=deterministic),
-                   deterministic=deterministic)
-      return x + drop(ffn(norm2(x), deterministic=deterministic), deterministic=deterministic)
-    x = norm1(x + drop(attention(x, mask=mask, deterministic=deterministic),
-                       deterministic=deterministic))
-    return norm2(x + drop(ffn(x, deterministic=deterministic), deterministic=deterministic))
+    def sublayer(x, fn, norm_name):
+      if cfg.pre_layer_norm:
+        return x + drop(fn(norm(norm_name)(x)), deterministic=deterministic)
+      return norm(norm_name)(x + drop(fn(x), deterministic=deterministic))
+
+    self_attention = attention("attention", self.causal, cfg.position == "rotary")
+    x = sublayer(x, lambda h: self_attention(h, mask=mask, positions=positions,
+                                             segment_ids=segment_ids,
+                                             deterministic=deterministic, decode=decode),
+                 "attention_norm")
+    if self.cross_attention:
+      if encoded is None:
+        raise ValueError("TransformerBlock(cross_attention=True) needs encoded [batch, "
+                         "src_len, D]")
+      cross = attention("cross_attention", False, False)
+      x = sublayer(x, lambda h: cross(h, encoded, mask=encoded_mask,
+                                      deterministic=deterministic), "cross_attention_norm")
+    elif encoded is not None:
+      raise ValueError("encoded given to a TransformerBlock without cross_attention")
+    ffn = FeedForward(cfg.mlp_dim, activation=cfg.activation, exact_gelu=cfg.exact_gelu,
+                      dropout_rate=cfg.dropout_rate, dtype=cfg.dtype, use_bias=cfg.use_bias,
+                      name="mlp")
+    return sublayer(x, lambda h: ffn(h, deterministic=deterministic), "mlp_norm")
+
+
+#: The encoder's block is the one TransformerBlock (bidirectional, no cross-attention).
+EncoderBlock = TransformerBlock
 
 
 class _ScanBlock(nn.Module):
-  """An EncoderBlock in the ``(carry, x) -> (carry, y)`` form that ``nn.scan`` needs."""
+  """A TransformerBlock in the ``(carry, x) -> (carry, y)`` form that ``nn.scan`` needs."""
 
   config: EncoderConfig
-  block_cls: type = EncoderBlock
+  block_cls: type = TransformerBlock
+  causal: bool = False
+  cross_attention: bool = False
 
   @nn.compact
-  def __call__(self, x, mask, deterministic):
-    return self.block_cls(self.config, name="block")(x, mask, deterministic), None
+  def __call__(self, x, mask, deterministic, encoded, encoded_mask, positions, segment_ids,
+               decode):
+    block = self.block_cls(self.config, self.causal, self.cross_attention, name="block")
+    return block(x, mask, deterministic, encoded, encoded_mask, positions, segment_ids,
+                 decode), None
+
+
+def apply_blocks(config: EncoderConfig, x: jax.Array, mask: jax.Array | None = None, *,
+                 causal: bool = False, cross_attention: bool = False,
+                 encoded: jax.Array | None = None, encoded_mask: jax.Array | None = None,
+                 positions: jax.Array | None = None, segment_ids: jax.Array | None = None,
+                 deterministic: bool = True, decode: bool = False) -> jax.Array:
+  """Runs ``config.num_layers`` TransformerBlocks and the final pre-LN LayerNorm.
+
+  Called inside a parent module's compact ``__call__``, so the blocks are the parent's
+  children (``layer_0``, ..., or ``layers`` when scanned; ``final_norm``): the encoder and
+  the decoders share one stack definition and keep the encoder's parameter names.
+  Honours ``config.remat`` and ``config.scan_layers``.
+
+  Args:
+    config: the stack's hyper-parameters.
+    x: ``[batch, seq, D]`` embedded inputs.
+    mask, encoded, encoded_mask, positions, segment_ids, deterministic, decode: as in
+      :class:`TransformerBlock`.
+    causal: causal self-attention.
+    cross_attention: blocks attend to ``encoded``.
+
+  Returns:
+    ``[batch, seq, D]``.
+  """
+  block_cls = TransformerBlock
+  if config.remat:
+    # Arguments: (self, x, mask, deterministic, encoded, encoded_mask, positions,
+    # segment_ids, decode); deterministic and decode are Python bools.
+    block_cls = nn.remat(TransformerBlock, static_argnums=(3, 8))
+  args = (mask, deterministic, encoded, encoded_mask, positions, segment_ids, decode)
+  if config.scan_layers:
+    x, _ = nn.scan(_ScanBlock, variable_axes={"params": 0, "cache": 0},
+                   split_rngs={"params": True, "dropout": True},
+                   in_axes=(nn.broadcast,) * len(args), length=config.num_layers)(
+                       config, block_cls, causal, cross_attention, name="layers")(x, *args)
+  else:
+    for i in range(config.num_layers):
+      x = block_cls(config, causal, cross_attention, name=f"layer_{i}")(x, *args)
+  if config.pre_layer_norm:
+    x = nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=config.dtype,
+                     use_bias=config.use_bias, name="final_norm")(x)
+  return x
 
 
 class Encoder(nn.Module):
@@ -81,6 +173,8 @@ class Encoder(nn.Module):
       *,
       attention_mask: jax.Array | None = None,
       token_type_ids: jax.Array | None = None,
+      positions: jax.Array | None = None,
+      segment_ids: jax.Array | None = None,
       deterministic: bool = True,
   ) -> tuple[jax.Array, jax.Array]:
     """Encodes token ids.
@@ -90,6 +184,10 @@ class Encoder(nn.Module):
       attention_mask: ``[batch, seq]``, nonzero/True for real tokens; by default
         ``input_ids != config.pad_id``.
       token_type_ids: int ``[batch, seq]`` segment ids (needs ``type_vocab_size > 0``).
+      positions: int ``[batch, seq]`` token positions (packed rows restart them per
+        sequence); default ``arange(seq)``.
+      segment_ids: int ``[batch, seq]`` packed-sequence ids, 0 for padding: attention
+        stays within a sequence (without a CLS vector only).
       deterministic: disables dropout when True.
 
     Returns:
@@ -105,8 +203,11 @@ class Encoder(nn.Module):
         raise ValueError(f"attention_mask shape {attention_mask.shape} differs from "
                          f"input_ids shape {input_ids.shape}")
       padding = attention_mask.astype(bool)
-    x = Embeddings(cfg, name="embeddings")(input_ids, token_type_ids,
+    x = Embeddings(cfg, name="embeddings")(input_ids, token_type_ids, positions=positions,
                                            deterministic=deterministic)
+    if segment_ids is not None and cfg.add_cls_token:
+      raise ValueError("segment_ids (packed sequences) need add_cls_token=False: one CLS "
+                       "vector cannot start every packed sequence")
     if cfg.add_cls_token:
       cls = self.param("cls_token", nn.initializers.normal(0.02), (1, 1, cfg.hidden_size))
       cls = jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, cfg.hidden_size))
@@ -114,18 +215,11 @@ class Encoder(nn.Module):
       padding = jnp.concatenate([jnp.ones_like(padding[:, :1]), padding], axis=1)
     # Keys that are padding are masked for every query and every head.
     mask = padding[:, None, None, :]
-    block_cls = EncoderBlock
-    if cfg.remat:
-      # Arguments: (self, x, mask, deterministic); deterministic is a Python bool.
-      block_cls = nn.remat(EncoderBlock, static_argnums=(3,))
-    if cfg.scan_layers:
-      x, _ = nn.scan(_ScanBlock, variable_axes={"params": 0},
-                     split_rngs={"params": True, "dropout": True},
-                     in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers)(
-                         cfg, block_cls, name="layers")(x, mask, deterministic)
-    else:
-      for i in range(cfg.num_layers):
-        x = block_cls(cfg, name=f"layer_{i}")(x, mask, deterministic)
-    if cfg.pre_layer_norm:
-      x = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.dtype, name="final_norm")(x)
-    return x, padding
+    if segment_ids is not None:
+      # Packed rows: attention within each sequence; padding (id 0) is its own segment,
+      # masked as keys so that padded rows without a real token stay finite.
+      padding = padding & (segment_ids > 0)
+      mask = padding[:, None, None, :]
+    hidden = apply_blocks(cfg, x, mask, positions=positions if cfg.position == "rotary" else None,
+                          segment_ids=segment_ids, deterministic=deterministic)
+    return hidden, padding

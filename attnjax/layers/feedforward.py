@@ -29,6 +29,7 @@ class FeedForward(nn.Module):
     exact_gelu: erf GELU instead of the tanh approximation.
     dropout_rate: dropout after the activation.
     dtype: computation dtype.
+    use_bias: biases in both projections.
   """
 
   mlp_dim: int
@@ -36,11 +37,12 @@ class FeedForward(nn.Module):
   exact_gelu: bool = False
   dropout_rate: float = 0.0
   dtype: Any = None
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
     """Maps ``[..., D]`` to ``[..., D]``."""
     act = activation_fn(self.activation, exact_gelu=self.exact_gelu)
-    h = act(nn.Dense(self.mlp_dim, dtype=self.dtype, name="wi")(x))
+    h = act(nn.Dense(self.mlp_dim, dtype=self.dtype, use_bias=self.use_bias, name="wi")(x))
     h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
-    return nn.Dense(x.shape[-1], dtype=self.dtype, name="wo")(h)
+    return nn.Dense(x.shape[-1], dtype=self.dtype, use_bias=self.use_bias, name="wo")(h)
