@@ -12,12 +12,14 @@ import ml_collections
 from attnjax import kernels
 from attnjax.layers import POOLINGS, EncoderConfig
 from attnjax.models.classifier import SequenceClassifier
+from attnjax.models.mlm import MaskedLanguageModel
+from attnjax.models.registry import MODELS
 from attnjax.models.presets import get_preset
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 # config.model keys that are not EncoderConfig fields.
-_HEAD_KEYS = ("preset", "pooling", "head_dropout_rate", "attention", "dtype")
+_HEAD_KEYS = ("name", "preset", "pooling", "head_dropout_rate", "attention", "dtype")
 
 
 def _check_kernel_options(kernel: str, options: dict[str, Any]) -> None:
@@ -84,3 +86,19 @@ def build_classifier(model_config: ml_collections.ConfigDict, *, vocab_size: int
   return SequenceClassifier(encoder=enc, num_classes=num_classes, pooling=pooling,
                             head_dropout_rate=model_config.get("head_dropout_rate", 0.0),
                             towers=towers)
+
+
+@MODELS.register("classifier")
+def _classifier(model_config: ml_collections.ConfigDict, *, vocab_size: int, max_length: int,
+                num_classes: int, pad_id: int = 0, towers: int = 1) -> SequenceClassifier:
+  """Encoder, pooling and a classification (or, with one class, regression) head."""
+  return build_classifier(model_config, vocab_size=vocab_size, max_length=max_length,
+                          num_classes=num_classes, pad_id=pad_id, towers=towers)
+
+
+@MODELS.register("masked_lm")
+def _masked_lm(model_config: ml_collections.ConfigDict, *, vocab_size: int, max_length: int,
+               pad_id: int = 0) -> MaskedLanguageModel:
+  """Encoder and the tied masked-LM head."""
+  return MaskedLanguageModel(encoder_config(model_config, vocab_size=vocab_size,
+                                            max_length=max_length, pad_id=pad_id))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from attnjax.layers import Encoder, EncoderConfig, get_pooling
+from attnjax.models.registry import batch_arrays
 
 
 class SequenceClassifier(nn.Module):
@@ -39,7 +42,7 @@ class SequenceClassifier(nn.Module):
   @nn.compact
   def __call__(
       self,
-      input_ids: jax.Array,
+      input_ids: jax.Array | Mapping[str, jax.Array],
       *,
       attention_mask: jax.Array | None = None,
       token_type_ids: jax.Array | None = None,
@@ -48,7 +51,8 @@ class SequenceClassifier(nn.Module):
     """Returns float32 logits ``[batch, num_classes]``.
 
     Args:
-      input_ids: int ``[batch, seq]``, or ``[batch, 2, seq]`` with two towers.
+      input_ids: int ``[batch, seq]``, or ``[batch, 2, seq]`` with two towers; or the
+        batch dict (``inputs``, optionally ``token_type_ids``; other entries ignored).
       attention_mask: optional, the shape of ``input_ids``; nonzero for real tokens
         (default ``input_ids != pad_id``, per tower).
       token_type_ids: optional, the shape of ``input_ids``.
@@ -57,6 +61,11 @@ class SequenceClassifier(nn.Module):
     Raises:
       ValueError: ``towers`` is not 1 or 2, or ``input_ids`` has the wrong rank for it.
     """
+    arrays = batch_arrays(input_ids, attention_mask=attention_mask,
+                          token_type_ids=token_type_ids)
+    input_ids = arrays["inputs"]
+    attention_mask = arrays.get("attention_mask")
+    token_type_ids = arrays.get("token_type_ids")
     if self.towers not in (1, 2):
       raise ValueError(f"towers={self.towers}; expected 1 (one sequence) or 2 (two towers)")
     encoder = Encoder(self.encoder, name="encoder")

@@ -11,7 +11,7 @@ Parameter names follow Hugging Face's ``cls.predictions.*`` one-to-one
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attnjax.layers import Encoder, EncoderConfig, activation_fn
+from attnjax.models.registry import batch_arrays
 
 
 class MlmHead(nn.Module):
@@ -60,7 +61,7 @@ class MaskedLanguageModel(nn.Module):
   @nn.compact
   def __call__(
       self,
-      input_ids: jax.Array,
+      input_ids: jax.Array | Mapping[str, jax.Array],
       *,
       attention_mask: jax.Array | None = None,
       token_type_ids: jax.Array | None = None,
@@ -68,12 +69,18 @@ class MaskedLanguageModel(nn.Module):
   ) -> jax.Array:
     """Returns float32 logits ``[batch, seq, vocab]`` for ``input_ids`` ``[batch, seq]``.
 
+    ``input_ids`` may be the batch dict (``inputs``, optionally ``token_type_ids``).
+
     Inputs with more leading axes (``[batch, towers, seq]``) are encoded row by row and
     give logits of the same leading shape.
 
     With ``config.add_cls_token`` the prepended CLS vector is dropped, so the logits line up
     with ``input_ids``.
     """
+    arrays = batch_arrays(input_ids, attention_mask=attention_mask,
+                          token_type_ids=token_type_ids)
+    input_ids, attention_mask = arrays["inputs"], arrays.get("attention_mask")
+    token_type_ids = arrays.get("token_type_ids")
     lead = input_ids.shape[:-1]
     flat = lambda x: None if x is None else x.reshape(-1, x.shape[-1])  # noqa: E731
     input_ids, attention_mask = flat(input_ids), flat(attention_mask)
