@@ -1,16 +1,17 @@
 """Text datasets: raw text from TFDS, tokenized in the pipeline with a ``tokenizers`` tokenizer.
 
-A *text source* (:data:`TEXT_SOURCES`) says where raw records come from and which fields
-are text and label: the offline standard-library docstrings (``stdlib_docstrings``, the
+A *text source* (:class:`TextSource`, registered in ``DATASETS`` through
+:func:`register_text_source`) says where raw records come from and which fields are text and
+label: the offline standard-library docstrings (``stdlib_docstrings``, the
 8-way demo task, and ``stdlib_corpus`` for masked-LM pretraining), the TFDS catalog datasets
 ``glue/sst2``, ``glue/mrpc``, ``glue/stsb`` and ``imdb_reviews`` when the user has prepared
 them, and the user's own files (``config.data.files``; see ``attnjax/data/text_files.py``).
 
 A dataset is a source plus a tokenizer and a ``max_length``. Each source is registered in
-``DATASETS`` with its default tokenizer and length; :func:`resolve_data_config` registers
-the variant a config asks for (``config.data.tokenizer``, ``config.data.max_length``,
-``config.data.files``, ...) under a concrete name like ``stdlib_docstrings[minilm,64]`` and
-returns the data config naming it. Tokenizers:
+``DATASETS`` with its default tokenizer and length; its spec's ``variant`` gives the variant a
+config asks for (``config.data.tokenizer``, ``config.data.max_length``, ``config.data.files``,
+...), which :func:`attnjax.data.resolve_data_config` registers under a concrete name like
+``stdlib_docstrings[minilm,64]`` and returns the data config naming it. Tokenizers:
 
 * ``minilm``: all-MiniLM-L6-v2's (BERT uncased WordPiece, 30,522 tokens), offline;
 * a directory with ``tokenizer.json``/``vocab.txt``, or a ``tokenizer.json`` file (e.g. the
@@ -22,8 +23,7 @@ returns the data config naming it. Tokenizers:
 Records become ``{'tokens': [CLS] A [SEP] (B [SEP]), 'label'}``, truncated to ``max_length``
 (the pipeline pads). Corpus sources are *packed*: documents are tokenized, joined with
 ``[SEP]`` and cut into rows of ``[CLS] ... [SEP]`` of ``max_length`` tokens, so almost no
-token is spent on padding. Float labels (regression) travel as the bits
-of a float32 in the pipeline's int32 label (``attnjax.train.tasks.regression_targets``).
+token is spent on padding. Float labels (regression) are float32 ``label`` features.
 """
 
 from __future__ import annotations
@@ -56,14 +56,11 @@ class TextDatasetInfo(datasets.DatasetInfo):
   Attributes (beyond :class:`DatasetInfo`):
     pair: examples are sentence pairs ``[CLS] A [SEP] B [SEP]`` (segment ids follow the
       first ``[SEP]``).
-    label_type: ``class`` (int ids), ``float`` (regression; float32 bits in the int32
-      label) or ``none`` (a corpus).
     cls_id, sep_id, mask_id: special token ids (-1 when the tokenizer has none).
     special_ids: ids masking never selects (pad, unk, cls, sep, mask).
     tokenizer: the tokenizer spec (see the module docstring).
   """
   pair: bool = False
-  label_type: str = "class"
   cls_id: int = -1
   sep_id: int = -1
   mask_id: int = -1
@@ -110,9 +107,6 @@ class TextSource:
     return self.label_key is None
 
 
-TEXT_SOURCES: dict[str, TextSource] = {}
-#: concrete registered name -> (source, tokenizer spec, max_length, data_dir key)
-_VARIANTS: dict[str, tuple[TextSource, str, int]] = {}
 _TOKENIZERS: dict[tuple, Any] = {}
 _PACKED: dict[tuple, np.ndarray] = {}
 
@@ -265,9 +259,8 @@ class _Tokenized(Sequence):
     enc = self._tok.encode(*texts) if len(texts) == 2 else self._tok.encode(texts[0])
     ids = np.asarray(enc.ids, np.int32)
     label = record[self._source.label_key]
-    if self._source.label_type == "float":
-      label = np.float32(label).view(np.int32)
-    return {"tokens": ids, "label": int(label)}
+    return {"tokens": ids,
+            "label": float(label) if self._source.label_type == "float" else int(label)}
 
   def __repr__(self) -> str:
     return f"_Tokenized({self._records!r}, {self._info.name})"
@@ -339,19 +332,34 @@ def _make_spec(source: TextSource, name: str, tokenizer: str, max_length: int,
                                     pad_id=info.pad_id)
     return _Packed(_PACKED[key], name)
 
-  return datasets.DatasetSpec(info=info, splits=source.splits, source=read,
-                              inputs_key="tokens", label_key="label",
-                              train_split=source.train_split, eval_split=source.eval_split)
+  return datasets.DatasetSpec(
+      info=info, splits=source.splits, source=read, inputs_key="tokens", label_key="label",
+      train_split=source.train_split, eval_split=source.eval_split,
+      # Only the source's default entry has options; a concrete variant is final.
+      variant=(lambda data_config: _variant(source, data_config)) if name == source.name
+      else None,
+      tokenizer=lambda data_config: load_text_tokenizer(tokenizer, source=source,
+                                                        data_config=data_config))
+
+
+def _variant(source: TextSource, data_config: Any) -> datasets.DatasetSpec:
+  """The spec of ``source`` with the config's ``tokenizer`` and ``max_length`` (0/"" = the
+  source's defaults), under ``<source>[<tokenizer>,<max_length>]`` unless both are defaults."""
+  tokenizer = data_config.get("tokenizer") or source.tokenizer
+  max_length = int(data_config.get("max_length") or source.max_length)
+  if tokenizer == source.tokenizer and max_length == source.max_length:
+    name = source.name
+  else:
+    name = f"{source.name}[{_short(tokenizer)},{max_length}]"
+  if name in datasets.DATASETS:
+    return datasets.DATASETS.get(name)
+  return _make_spec(source, name, tokenizer, max_length, data_config)
 
 
 def register_text_source(source: TextSource) -> None:
-  """Registers ``source`` and its default variant (in ``DATASETS`` under ``source.name``)."""
-  if source.name in TEXT_SOURCES:
-    raise ValueError(f"text source {source.name!r} is already registered")
-  TEXT_SOURCES[source.name] = source
+  """Registers ``source`` with its default variant in ``DATASETS`` under ``source.name``."""
   datasets.DATASETS.register(source.name, _make_spec(source, source.name, source.tokenizer,
                                                      source.max_length, None))
-  _VARIANTS[source.name] = (source, source.tokenizer, source.max_length)
 
 
 def _short(spec: str) -> str:
@@ -404,42 +412,37 @@ def _files_source(data_config: Any) -> TextSource:
       num_train=counts["train"], num_eval=counts.get(eval_split, 0), label_names=label_names)
 
 
-def resolve_data_config(data_config: Any) -> Any:
-  """The data config naming a registered dataset for this text variant.
-
-  Non-text datasets are returned unchanged. For a text source or ``config.data.files``, the
-  variant given by ``tokenizer`` and ``max_length`` (0/"" = the source's defaults) is
-  registered (once) and a copy of ``data_config`` naming it is returned. User files are read
-  and checked here, so bad rows fail before a run writes anything.
-  """
-  files = data_config.get("files")
-  has_files = bool(files) and any(dict(files).values())
-  name = data_config.get("name")
-  if not has_files and name not in TEXT_SOURCES:
-    return data_config
-  source = _files_source(data_config) if has_files else TEXT_SOURCES[name]
+def _files_variant(data_config: Any) -> datasets.DatasetSpec:
+  """The spec of the user's files in ``config.data.files`` (read and checked row by row)."""
+  source = _files_source(data_config)
   tokenizer = data_config.get("tokenizer") or source.tokenizer
   max_length = int(data_config.get("max_length") or source.max_length)
-  if not has_files and tokenizer == source.tokenizer and max_length == source.max_length:
-    return data_config
-  concrete = f"{source.name}[{_short(tokenizer)},{max_length}]"
-  if concrete not in datasets.DATASETS:
-    datasets.DATASETS.register(concrete, _make_spec(source, concrete, tokenizer, max_length,
-                                                    data_config))
-    _VARIANTS[concrete] = (source, tokenizer, max_length)
-  resolved = ml_collections.ConfigDict(
-      data_config.to_dict() if hasattr(data_config, "to_dict") else dict(data_config))
-  resolved.name = concrete
-  return resolved
+  name = f"{source.name}[{_short(tokenizer)},{max_length}]"
+  if name in datasets.DATASETS:
+    return datasets.DATASETS.get(name)
+  return _make_spec(source, name, tokenizer, max_length, data_config)
 
 
-def dataset_tokenizer(data_config: Any):
-  """The tokenizer of a (resolved) text dataset, or None for other datasets."""
-  variant = _VARIANTS.get(data_config.get("name"))
-  if variant is None:
-    return None
-  source, tokenizer, _ = variant
-  return load_text_tokenizer(tokenizer, source=source, data_config=data_config)
+def _require_files(data_config: Any) -> None:
+  if not datasets._has_files(data_config):  # pylint: disable=protected-access
+    raise ValueError(f"dataset {datasets.FILES_DATASET!r} reads the user's files: set "
+                     "config.data.files = {'train': ..., 'test': ...}")
+
+
+def _no_files_source(data_config: Any, split: str) -> Sequence[Mapping[str, Any]]:
+  del split
+  _require_files(data_config)
+  raise ValueError("config.data.files is set: resolve the data config first "
+                   "(attnjax.data.resolve_data_config)")
+
+
+# Any config with `files` resolves through this entry (datasets.resolve_data_config).
+datasets.DATASETS.register(datasets.FILES_DATASET, datasets.DatasetSpec(
+    info=TextDatasetInfo(name=datasets.FILES_DATASET, vocab_size=MINILM_VOCAB_SIZE,
+                         max_length=128, num_classes=2, num_train=0, num_eval=0,
+                         tokenizer="minilm"),
+    splits=("train", "test"), source=_no_files_source, check=_require_files,
+    variant=_files_variant))
 
 
 # ---------------------------------------------------------------------------------------
