@@ -21,26 +21,28 @@ from attnjax.data import text  # pylint: disable=unused-import
 from attnjax.data.datasets import DATASETS
 from attnjax.data.datasets import DatasetInfo
 from attnjax.data.datasets import DatasetSpec
+from attnjax.data.datasets import Feature
+from attnjax.data.datasets import FlatMapSource
 from attnjax.data.datasets import ToModelInputs
+from attnjax.data.datasets import dataset_tokenizer
 from attnjax.data.datasets import get_dataset_spec
 from attnjax.data.datasets import list_datasets
 from attnjax.data.datasets import prepare_builder
+from attnjax.data.datasets import resolve_data_config
 from attnjax.data.datasets import resolve_data_dir
 from attnjax.data.pipeline import get_dataset_info
 from attnjax.data.pipeline import make_eval_iterator
 from attnjax.data.pipeline import make_train_iterator
 from attnjax.data.pipeline import num_eval_batches
 from attnjax.data.pipeline import restore_train_position
-from attnjax.data.text import TEXT_SOURCES
 from attnjax.data.text import TextDatasetInfo
-from attnjax.data.text import dataset_tokenizer
-from attnjax.data.text import resolve_data_config
 
 __all__ = [
     "DATASETS",
     "DatasetInfo",
     "DatasetSpec",
-    "TEXT_SOURCES",
+    "Feature",
+    "FlatMapSource",
     "TextDatasetInfo",
     "ToModelInputs",
     "dataset_tokenizer",

@@ -34,9 +34,34 @@ DATA_DIR_ENV = "ATTNJAX_DATA_DIR"
 DEFAULT_DATA_DIR = "~/.cache/attnjax/tfds"
 
 
+#: Token-id features: padded with ``DatasetInfo.pad_id`` (every other feature with 0).
+TOKEN_FEATURES = ("inputs", "targets")
+#: What ``DatasetInfo.label_type`` may be: int class ids, float targets, no label (a corpus).
+LABEL_TYPES = ("class", "float", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class Feature:
+  """Shape and dtype of one feature of ONE example (a batch adds a leading batch axis).
+
+  Duck-types ``jax.ShapeDtypeStruct`` (``shape``, ``dtype``), so ``jax.eval_shape`` accepts
+  it; kept NumPy-only so ``attnjax.data`` needs no JAX.
+
+  Attributes:
+    shape: e.g. ``(L,)`` for token ids, ``()`` for a scalar label.
+    dtype: a NumPy dtype (``np.dtype('int32')``, ``np.dtype('float32')``).
+  """
+  shape: tuple[int, ...]
+  dtype: np.dtype
+
+  def __post_init__(self):
+    object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
+    object.__setattr__(self, "dtype", np.dtype(self.dtype))
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-  """What the model needs to know about a sequence-classification task.
+  """What the model and the task need to know about a dataset.
 
   Attributes:
     name: registered dataset name, e.g. ``"digits"``.
@@ -44,7 +69,7 @@ class DatasetInfo:
       ``inputs`` is in ``[0, vocab_size)``.
     max_length: length L of every ``inputs`` row (shorter sequences are padded
       with ``pad_id`` at the end).
-    num_classes: labels are in ``[0, num_classes)``.
+    num_classes: labels are in ``[0, num_classes)`` (1 for regression, 0 without labels).
     num_train: examples in the training split.
     num_eval: examples in the default evaluation split.
     pad_id: token id of padding; the model's mask is ``inputs != pad_id``.
@@ -52,6 +77,17 @@ class DatasetInfo:
       classification, LRA Retrieval): ``inputs`` is ``[2, L]``, one row per document,
       each padded on its own and encoded separately by the same encoder. Not to be
       confused with ``TextDatasetInfo.pair``: two sentences joined in ONE sequence.
+    label_type: ``class`` (int32 ``label``), ``float`` (float32 ``label``, regression) or
+      ``none`` (no label of its own: a corpus, a language-model or seq2seq dataset).
+    bos_id, eos_id: begin/end-of-sequence token ids, -1 where the data has none.
+    features: name -> :class:`Feature` of what one example delivers to the model (the
+      keys of every batch, plus ``weight`` in eval batches). ``None`` (the default) means
+      sequence classification: ``inputs`` int32 ``input_shape`` and ``label`` int32 ``[]``
+      (float32 for ``label_type='float'``). Key conventions: causal LM ``inputs``,
+      ``targets`` (next token, ``pad_id`` where none), ``segment_ids`` (0 = padding,
+      1..n per packed document), ``positions`` (from 0 per segment), all int32 ``[L]``;
+      seq2seq ``inputs`` int32 ``[Ls]`` (source) and ``targets`` int32 ``[Lt]`` (target
+      ids ending in EOS, ``pad_id`` after).
   """
   name: str
   vocab_size: int
@@ -61,11 +97,39 @@ class DatasetInfo:
   num_eval: int
   pad_id: int = 0
   towers: int = 1
+  label_type: str = "class"
+  bos_id: int = -1
+  eos_id: int = -1
+  # Not hashed: a dict is unhashable, and the other fields identify the dataset already.
+  features: Mapping[str, Feature] | None = dataclasses.field(default=None, hash=False)
+
+  def __post_init__(self):
+    if self.label_type not in LABEL_TYPES:
+      raise ValueError(f"label_type={self.label_type!r}; expected one of {LABEL_TYPES}")
+    if self.features is None:
+      features = {"inputs": Feature(self.input_shape, np.int32)}
+      if self.label_type != "none":
+        features["label"] = Feature((), np.float32 if self.label_type == "float" else np.int32)
+    else:
+      features = {k: v if isinstance(v, Feature) else Feature(v.shape, v.dtype)
+                  for k, v in dict(self.features).items()}
+    if "inputs" not in features:
+      raise ValueError(f"dataset {self.name!r}: features {sorted(features)} lack 'inputs'")
+    object.__setattr__(self, "features", features)
 
   @property
   def input_shape(self) -> tuple[int, ...]:
     """Shape of one example's ``inputs``: ``(L,)``, or ``(towers, L)`` when towers > 1."""
+    if self.features is not None and "inputs" in self.features:
+      return self.features["inputs"].shape
     return (self.max_length,) if self.towers == 1 else (self.towers, self.max_length)
+
+  def dummy_batch(self, batch_size: int = 1) -> dict[str, np.ndarray]:
+    """Zeros of every feature with a leading batch axis: ``{name: [batch_size, *shape]}``.
+
+    For shapes only (model init, ``jax.eval_shape``): all-zero token ids are all padding.
+    """
+    return {k: np.zeros((batch_size, *f.shape), f.dtype) for k, f in self.features.items()}
 
 
 #: Reads one split: ``source(data_config, split)`` returns a random-access
@@ -88,6 +152,12 @@ class DatasetSpec:
     check: ``check(data_config)`` raises ValueError when the inputs the user must
       provide (files, directories) are missing or wrong, without preparing anything;
       ``get_dataset_info`` runs it, so a run fails before its workdir is written.
+    variant: for a dataset with options in ``config.data`` (tokenizer, max_length, ...):
+      ``variant(data_config)`` -> the spec of those options, its ``info.name`` a concrete
+      name such as ``stdlib_docstrings[minilm,64]`` (:func:`resolve_data_config` registers
+      it); ``None`` for a dataset without options.
+    tokenizer: ``tokenizer(data_config)`` -> the dataset's ``tokenizers.Tokenizer`` (to
+      decode ids into text, and saved with a run); ``None`` where ids are not text.
   """
   info: DatasetInfo
   splits: tuple[str, ...]
@@ -97,6 +167,8 @@ class DatasetSpec:
   train_split: str = "train"
   eval_split: str = "test"
   check: Callable[[Any], None] | None = None
+  variant: Callable[[Any], DatasetSpec] | None = None
+  tokenizer: Callable[[Any], Any] | None = None
 
   def check_split(self, split: str) -> None:
     """Raises ValueError naming ``split`` and the available ones if unknown."""
@@ -143,6 +215,56 @@ def register_builder_task(info: DatasetInfo, builder_cls: type[tfds.core.Dataset
   spec = DatasetSpec(info=info, splits=splits, source=source)
   DATASETS.register(info.name, spec)
   return spec
+
+
+#: The dataset a config with ``config.data.files`` resolves through, whatever its name
+#: (registered by ``attnjax.data.text``: the user's CSV/TSV/JSONL files).
+FILES_DATASET = "text_files"
+
+
+def _has_files(data_config: Any) -> bool:
+  files = data_config.get("files")
+  return bool(files) and any(dict(files).values())
+
+
+def resolve_data_config(data_config: Any) -> Any:
+  """The data config naming the registered dataset for the options it sets.
+
+  A dataset without options (``DatasetSpec.variant is None``) or an unknown name is returned
+  unchanged (the unknown name fails later, listing the known ones). For a dataset with
+  options (text: ``tokenizer``, ``max_length``, ...; ``files`` for the user's files, see
+  :data:`FILES_DATASET`), the variant is registered once under its concrete name and a copy
+  of ``data_config`` naming it is returned. User files are read and checked here, so bad
+  rows fail before a run writes anything.
+  """
+  name = data_config.get("name")
+  if _has_files(data_config):
+    name = FILES_DATASET
+  if name not in DATASETS:
+    return data_config
+  base = DATASETS.get(name)
+  if base.variant is None:
+    return data_config
+  spec = base.variant(data_config)
+  if spec.info.name == data_config.get("name"):
+    return data_config
+  if spec.info.name not in DATASETS:
+    DATASETS.register(spec.info.name, spec)
+  # pylint: disable-next=import-outside-toplevel
+  import ml_collections
+  resolved = ml_collections.ConfigDict(
+      data_config.to_dict() if hasattr(data_config, "to_dict") else dict(data_config))
+  resolved.name = spec.info.name
+  return resolved
+
+
+def dataset_tokenizer(data_config: Any):
+  """The ``tokenizers.Tokenizer`` of a (resolved) dataset, or None when its ids are not text."""
+  name = data_config.get("name")
+  if name not in DATASETS:
+    return None
+  spec = DATASETS.get(name)
+  return None if spec.tokenizer is None else spec.tokenizer(data_config)
 
 
 def get_dataset_spec(name: str) -> DatasetSpec:
@@ -223,40 +345,91 @@ def prepare_builder(builder_cls: type[tfds.core.DatasetBuilder],
   return builder_cls(data_dir=os.fspath(data_dir), **builder_kwargs)
 
 
-class ToModelInputs(grain.transforms.Map):
-  """Maps a raw record to the model contract ``{'inputs', 'label'}``.
+class FlatMapSource(Sequence):
+  """Random-access examples of a source in which one record yields zero or more examples.
 
-  ``inputs`` is int32 [max_length] (or [towers, max_length], each row padded on its
-  own), right-padded with ``pad_id``; ``label`` is an int32 scalar. A sequence longer
-  than ``max_length`` raises instead of being truncated silently.
+  ``fn(record)`` returns a list of examples (e.g. a document cut into chunks, one text
+  turned into several training pairs). Random access needs to know how many examples each
+  record yields, so ``fn`` runs over every record once, on first use, and the examples are
+  kept in memory (cheap for the token-id datasets here; they are what the pipeline reads).
+  Example ``i`` of the result is example ``k`` of record ``r`` in record order.
+
+  Args:
+    source: random-access records.
+    fn: ``fn(record) -> list of examples``.
+    name: shown in ``repr`` (Grain compares it when restoring an iterator).
   """
 
-  def __init__(self, *, inputs_key: str, label_key: str, max_length: int, pad_id: int,
-               towers: int = 1):
-    self.inputs_key = inputs_key
-    self.label_key = label_key
-    self.max_length = max_length
+  def __init__(self, source: Sequence[Mapping[str, Any]],
+               fn: Callable[[Mapping[str, Any]], Sequence[Mapping[str, Any]]], name: str):
+    self._source, self._fn, self._name = source, fn, name
+    self._examples: list[Mapping[str, Any]] | None = None
+
+  def _materialise(self) -> list[Mapping[str, Any]]:
+    if self._examples is None:
+      self._examples = [e for i in range(len(self._source)) for e in self._fn(self._source[i])]
+    return self._examples
+
+  def __len__(self) -> int:
+    return len(self._materialise())
+
+  def __getitem__(self, index: int) -> Mapping[str, Any]:  # type: ignore[override]
+    return self._materialise()[index]
+
+  def __repr__(self) -> str:
+    return f"FlatMapSource({self._name})"
+
+
+class ToModelInputs(grain.transforms.Map):
+  """Maps a raw record to the dataset's features (``DatasetInfo.features``).
+
+  Every feature is cast to its dtype and its last axis right-padded to its declared length:
+  token ids (``inputs``, ``targets``) with ``pad_id``, everything else (``segment_ids``,
+  ``positions``, a packed ``label``) with 0; leading axes must match (two-tower ``inputs``
+  ``[towers, n]``: each row padded on its own). ``inputs`` is read from ``inputs_key`` and
+  ``label`` from ``label_key``, the other features from keys of their own name. A sequence
+  longer than its feature raises instead of being truncated silently.
+  """
+
+  def __init__(self, *, features: Mapping[str, Feature], pad_id: int,
+               inputs_key: str = "inputs", label_key: str = "label"):
+    self.features = dict(features)
     self.pad_id = pad_id
-    self.towers = towers
+    self.keys = {name: inputs_key if name == "inputs" else label_key if name == "label" else name
+                 for name in self.features}
 
   def map(self, element: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    tokens = np.asarray(element[self.inputs_key], dtype=np.int32)
-    lead = () if self.towers == 1 else (self.towers,)
-    if (tokens.ndim != len(lead) + 1 or tokens.shape[:-1] != lead
-        or tokens.shape[-1] > self.max_length):
-      expected = ("a 1-D sequence" if self.towers == 1 else
-                  f"[towers={self.towers}, length] sequences")
-      raise ValueError(
-          f"{self.inputs_key!r} has shape {tokens.shape}; expected {expected} of "
-          f"at most max_length={self.max_length} tokens")
-    if tokens.shape[-1] < self.max_length:
-      pad = [(0, 0)] * len(lead) + [(0, self.max_length - tokens.shape[-1])]
-      tokens = np.pad(tokens, pad, constant_values=self.pad_id)
-    return {"inputs": tokens, "label": np.asarray(element[self.label_key], dtype=np.int32)}
+    out = {}
+    for name, feature in self.features.items():
+      key = self.keys[name]
+      if key not in element:
+        raise ValueError(f"record has no {key!r} for feature {name!r}; it has {sorted(element)}")
+      value = np.asarray(element[key], dtype=feature.dtype)
+      shape = feature.shape
+      if not shape:
+        if value.shape:
+          raise ValueError(f"{key!r} has shape {value.shape}; feature {name!r} is a scalar")
+        out[name] = value
+        continue
+      if value.ndim != len(shape) or value.shape[:-1] != shape[:-1] or value.shape[-1] > shape[-1]:
+        if name == "inputs" and len(shape) == 1:
+          expected = "a 1-D sequence"
+        elif name == "inputs":
+          expected = f"[towers={shape[0]}, length] sequences"
+        else:
+          expected = f"shape {shape[:-1] + ('n',)}"
+        raise ValueError(
+            f"{key!r} has shape {value.shape}; expected {expected} of at most "
+            f"{'max_length' if name == 'inputs' else 'length'}={shape[-1]} tokens")
+      if value.shape[-1] < shape[-1]:
+        pad = [(0, 0)] * (value.ndim - 1) + [(0, shape[-1] - value.shape[-1])]
+        fill = self.pad_id if name in TOKEN_FEATURES else 0
+        value = np.pad(value, pad, constant_values=fill)
+      out[name] = value
+    return out
 
   @classmethod
   def for_spec(cls, spec: DatasetSpec) -> ToModelInputs:
     """The transform for one registered dataset."""
-    return cls(inputs_key=spec.inputs_key, label_key=spec.label_key,
-               max_length=spec.info.max_length, pad_id=spec.info.pad_id,
-               towers=spec.info.towers)
+    return cls(features=spec.info.features, pad_id=spec.info.pad_id,
+               inputs_key=spec.inputs_key, label_key=spec.label_key)

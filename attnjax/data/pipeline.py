@@ -1,11 +1,15 @@
 """Grain input pipelines: sharded, checkpointable train batches and exact eval batches.
 
 Every batch is a dict of numpy arrays, the contract with the model and the
-train loop:
+train loop: one ``[B, *shape]`` array per feature the dataset declares
+(``DatasetInfo.features``), for classification
 
 * ``inputs``: int32 [B, L] token ids (``[B, 2, L]`` for two-tower datasets,
   ``DatasetInfo.towers == 2``), ``pad_id`` (0) marks padding;
-* ``label``:  int32 [B] class ids;
+* ``label``:  int32 [B] class ids (float32 [B] for regression, ``label_type='float'``);
+
+(causal LM and seq2seq keys: see ``DatasetInfo``), plus
+
 * ``weight``: float32 [B], eval batches only: 1 for real examples, 0 for the
   rows that pad the final batches, so ``sum(w * metric) / sum(w)`` is exact.
 

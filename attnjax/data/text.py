@@ -1,16 +1,17 @@
 """Text datasets: raw text from TFDS, tokenized in the pipeline with a ``tokenizers`` tokenizer.
 
-A *text source* (:data:`TEXT_SOURCES`) says where raw records come from and which fields
-are text and label: the offline standard-library docstrings (``stdlib_docstrings``, the
+A *text source* (:class:`TextSource`, registered in ``DATASETS`` through
+:func:`register_text_source`) says where raw records come from and which fields are text and
+label: the offline standard-library docstrings (``stdlib_docstrings``, the
 8-way demo task, and ``stdlib_corpus`` for masked-LM pretraining), the TFDS catalog datasets
 ``glue/sst2``, ``glue/mrpc``, ``glue/stsb`` and ``imdb_reviews`` when the user has prepared
 them, and the user's own files (``config.data.files``; see ``attnjax/data/text_files.py``).
 
 A dataset is a source plus a tokenizer and a ``max_length``. Each source is registered in
-``DATASETS`` with its default tokenizer and length; :func:`resolve_data_config` registers
-the variant a config asks for (``config.data.tokenizer``, ``config.data.max_length``,
-``config.data.files``, ...) under a concrete name like ``stdlib_docstrings[minilm,64]`` and
-returns the data config naming it. Tokenizers:
+``DATASETS`` with its default tokenizer and length; its spec's ``variant`` gives the variant a
+config asks for (``config.data.tokenizer``, ``config.data.max_length``, ``config.data.files``,
+...), which :func:`attnjax.data.resolve_data_config` registers under a concrete name like
+``stdlib_docstrings[minilm,64]`` and returns the data config naming it. Tokenizers:
 
 * ``minilm``: all-MiniLM-L6-v2's (BERT uncased WordPiece, 30,522 tokens), offline;
 * a directory with ``tokenizer.json``/``vocab.txt``, or a ``tokenizer.json`` file (e.g. the
@@ -22,8 +23,7 @@ returns the data config naming it. Tokenizers:
 Records become ``{'tokens': [CLS] A [SEP] (B [SEP]), 'label'}``, truncated to ``max_length``
 (the pipeline pads). Corpus sources are *packed*: documents are tokenized, joined with
 ``[SEP]`` and cut into rows of ``[CLS] ... [SEP]`` of ``max_length`` tokens, so almost no
-token is spent on padding. Float labels (regression) travel as the bits
-of a float32 in the pipeline's int32 label (``attnjax.train.tasks.regression_targets``).
+token is spent on padding. Float labels (regression) are float32 ``label`` features.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import fcntl
 import hashlib
 import os
 import pathlib
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import ml_collections
 import numpy as np
@@ -47,6 +47,10 @@ MINILM_SPECIAL = {"pad": 0, "unk": 100, "cls": 101, "sep": 102, "mask": 103}
 TRAINED_SPECIAL = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
 _SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]",
                    "mask": "[MASK]"}
+#: Ids of the special tokens of a byte-level BPE trained here (``bpe:<size>``) and of a
+#: character tokenizer (``chars:<alphabet>``, which adds ``<unk>`` = 3).
+BPE_SPECIAL = {"pad": 0, "bos": 1, "eos": 2}
+_BPE_TOKENS = {"pad": "<pad>", "bos": "<bos>", "eos": "<eos>"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,14 +60,11 @@ class TextDatasetInfo(datasets.DatasetInfo):
   Attributes (beyond :class:`DatasetInfo`):
     pair: examples are sentence pairs ``[CLS] A [SEP] B [SEP]`` (segment ids follow the
       first ``[SEP]``).
-    label_type: ``class`` (int ids), ``float`` (regression; float32 bits in the int32
-      label) or ``none`` (a corpus).
     cls_id, sep_id, mask_id: special token ids (-1 when the tokenizer has none).
     special_ids: ids masking never selects (pad, unk, cls, sep, mask).
     tokenizer: the tokenizer spec (see the module docstring).
   """
   pair: bool = False
-  label_type: str = "class"
   cls_id: int = -1
   sep_id: int = -1
   mask_id: int = -1
@@ -73,22 +74,26 @@ class TextDatasetInfo(datasets.DatasetInfo):
 
 @dataclasses.dataclass(frozen=True)
 class TextSource:
-  """Where raw text records come from.
+  """Where raw text records come from, and what kind of examples they make.
 
   Attributes:
     name: the registered name.
     read: ``read(data_config, split)`` -> random-access raw records.
-    text_keys: one key (single texts) or two (sentence pairs); ``()`` for a corpus's
-      ``text``.
+    text_keys: one key (single texts) or two (sentence pairs; for ``seq2seq`` the source
+      and the target); ``()`` for a corpus's ``text``.
     label_key: the label's key (``None`` for a corpus).
     label_type: ``class``, ``float`` or ``none``.
     num_classes: classes (1 for regression, 0 for a corpus).
     splits: split names ``read`` accepts.
     train_split, eval_split: defaults.
     tokenizer: default tokenizer spec.
-    max_length: default length.
+    max_length: default length (of the source, for ``seq2seq``).
     num_train, num_eval: sizes when known (0 = not known before preparing).
     label_names: class names in label order, when known.
+    kind: ``labelled`` (classification / regression; or a masked-LM corpus when
+      ``label_key`` is None), ``causal_lm`` (documents -> next-token rows, packed) or
+      ``seq2seq`` (``text_keys`` = (source, target)).
+    target_length: default target length of a ``seq2seq`` source.
   """
   name: str
   read: Callable[[Any, str], Sequence[Mapping[str, Any]]]
@@ -104,17 +109,72 @@ class TextSource:
   num_train: int = 0
   num_eval: int = 0
   label_names: tuple[str, ...] = ()
+  kind: str = "labelled"
+  target_length: int = 0
 
   @property
   def is_corpus(self) -> bool:
-    return self.label_key is None
+    return self.kind == "labelled" and self.label_key is None
 
 
-TEXT_SOURCES: dict[str, TextSource] = {}
-#: concrete registered name -> (source, tokenizer spec, max_length, data_dir key)
-_VARIANTS: dict[str, tuple[TextSource, str, int]] = {}
+@dataclasses.dataclass(frozen=True)
+class TextOptions:
+  """The ``config.data`` options that make a variant of a text source.
+
+  Attributes:
+    tokenizer: tokenizer spec (module docstring).
+    max_length: tokens per row (of the source, for seq2seq).
+    target_length: target tokens (seq2seq only; 0 otherwise).
+    pack: first-fit packing of examples into rows (``attnjax.data.packing``); always on
+      for ``causal_lm``.
+    max_segments: most packed examples per row (labelled data, packed).
+  """
+  tokenizer: str
+  max_length: int
+  target_length: int = 0
+  pack: bool = False
+  max_segments: int = 0
+
+  @classmethod
+  def from_config(cls, source: TextSource, data_config: Any) -> TextOptions:
+    """The options ``data_config`` sets; 0 / "" fall back to the source's defaults."""
+    get = data_config.get
+    target_length = int(get("target_length") or source.target_length) \
+        if source.kind == "seq2seq" else 0
+    pack = bool(get("pack", False)) or source.kind == "causal_lm"
+    if pack and source.kind == "seq2seq":
+      raise ValueError(f"config.data.pack=True: dataset {source.name!r} is seq2seq; packing "
+                       "is for masked-LM, causal-LM and classification data")
+    max_segments = int(get("max_segments") or DEFAULT_MAX_SEGMENTS) \
+        if pack and source.kind == "labelled" else 0
+    return cls(tokenizer=get("tokenizer") or source.tokenizer,
+               max_length=int(get("max_length") or source.max_length),
+               target_length=target_length, pack=pack, max_segments=max_segments)
+
+  @classmethod
+  def defaults(cls, source: TextSource) -> TextOptions:
+    return cls.from_config(source, {})
+
+  def suffix(self) -> str:
+    """``tokenizer,max_length[,t<target_length>][,packed<max_segments>]``."""
+    parts = [_short(self.tokenizer), str(self.max_length)]
+    if self.target_length:
+      parts.append(f"t{self.target_length}")
+    if self.pack and self.max_segments:
+      parts.append(f"packed{self.max_segments}")
+    elif self.pack:
+      parts.append("packed")
+    return ",".join(parts)
+
+
+#: Packed classification rows hold at most this many examples unless
+#: ``config.data.max_segments`` says otherwise.
+DEFAULT_MAX_SEGMENTS = 8
+#: Records a tokenizer is trained on at most (the first ones of the train split).
+MAX_TOKENIZER_TEXTS = 200_000
+
 _TOKENIZERS: dict[tuple, Any] = {}
-_PACKED: dict[tuple, np.ndarray] = {}
+_PACKED: dict[tuple, Any] = {}
 
 
 def _as_text(value: Any) -> str:
@@ -151,14 +211,78 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int):
   return tok
 
 
-def _parse_wordpiece(spec: str) -> int | None:
-  if spec.startswith("wordpiece:"):
-    try:
-      return int(spec.split(":", 1)[1])
-    except ValueError:
-      raise ValueError(f"config.data.tokenizer={spec!r}: expected wordpiece:<vocab size>") \
-          from None
+def train_byte_bpe(texts: Iterable[str], vocab_size: int):
+  """A byte-level BPE (GPT-2 style) trained on ``texts``, at most ``vocab_size`` tokens.
+
+  ``<pad>`` = 0, ``<bos>`` = 1, ``<eos>`` = 2 (:data:`BPE_SPECIAL`); every byte is in the
+  alphabet, so any text encodes (no unknown token) and decodes back exactly. Encoding adds
+  no special tokens: the datasets add BOS/EOS themselves.
+  """
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # pylint: disable=import-outside-toplevel
+  tok = Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  specials = [_BPE_TOKENS[k] for k in ("pad", "bos", "eos")]
+  if vocab_size < 256 + len(specials):
+    raise ValueError(f"bpe vocab_size={vocab_size} is below the 256 bytes + "
+                     f"{len(specials)} special tokens")
+  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                show_progress=False)
+  tok.train_from_iterator(texts, trainer)
+  return tok
+
+
+def char_tokenizer(alphabet: str):
+  """A character tokenizer: ``<pad>`` 0, ``<bos>`` 1, ``<eos>`` 2, ``<unk>`` 3, then one id
+  per character of ``alphabet`` in order; decoding joins the characters."""
+  from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers  # pylint: disable=import-outside-toplevel
+  chars = list(dict.fromkeys(alphabet))
+  if not chars:
+    raise ValueError("config.data.tokenizer='chars:': the alphabet is empty")
+  specials = [_BPE_TOKENS[k] for k in ("pad", "bos", "eos")] + ["<unk>"]
+  vocab = {t: i for i, t in enumerate(specials + chars)}
+  tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+  tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+  tok.decoder = decoders.Fuse()
+  tok.add_special_tokens(specials)  # existing ids; marks them skippable when decoding
+  return tok
+
+
+def _parse_trained(spec: str) -> tuple[str, int] | None:
+  """``('wordpiece' | 'bpe', size)`` for a trained-vocabulary spec, else None."""
+  for kind in ("wordpiece", "bpe"):
+    if spec.startswith(kind + ":"):
+      try:
+        return kind, int(spec.split(":", 1)[1])
+      except ValueError:
+        raise ValueError(f"config.data.tokenizer={spec!r}: expected {kind}:<vocab size>") \
+            from None
   return None
+
+
+def _parse_wordpiece(spec: str) -> int | None:
+  trained = _parse_trained(spec)
+  return trained[1] if trained and trained[0] == "wordpiece" else None
+
+
+def trained_tokenizer_file(spec: str, *, source: TextSource, data_config: Any) -> pathlib.Path | None:
+  """Where a ``wordpiece:N`` / ``bpe:N`` vocabulary of ``source`` is cached
+  (``<data_dir>/tokenizers/<source>-<kind><N>.json``); None for other specs."""
+  trained = _parse_trained(spec)
+  if trained is None:
+    return None
+  kind, size = trained
+  return datasets.resolve_data_dir(data_config) / "tokenizers" / (
+      f"{source.name.replace('/', '_')}-{kind}{size}.json")
+
+
+def _training_texts(source: TextSource, data_config: Any) -> Iterator[str]:
+  records = source.read(data_config, source.train_split)
+  keys = source.text_keys or ("text",)
+  for i in range(min(len(records), MAX_TOKENIZER_TEXTS)):
+    for k in keys:
+      yield _as_text(records[i][k])
 
 
 def load_text_tokenizer(spec: str, *, source: TextSource, data_config: Any):
@@ -168,25 +292,25 @@ def load_text_tokenizer(spec: str, *, source: TextSource, data_config: Any):
     FileNotFoundError / ValueError: a tokenizer path that does not hold one, naming it.
   """
   data_dir = str(datasets.resolve_data_dir(data_config))
-  key = (spec, source.name, data_dir if _parse_wordpiece(spec) else "")
+  cache = trained_tokenizer_file(spec, source=source, data_config=data_config)
+  key = (spec, source.name, data_dir if cache is not None else "")
   if key in _TOKENIZERS:
     return _TOKENIZERS[key]
   from tokenizers import Tokenizer  # pylint: disable=import-outside-toplevel
-  size = _parse_wordpiece(spec)
   if spec == "minilm":
     from attnjax.pretrained import load_tokenizer, minilm_path  # pylint: disable=import-outside-toplevel
     tok = load_tokenizer(minilm_path(), check_vocab_size=False)
-  elif size is not None:
-    cache = pathlib.Path(data_dir) / "tokenizers" / (
-        f"{source.name.replace('/', '_')}-wordpiece{size}.json")
+  elif spec.startswith("chars:"):
+    tok = char_tokenizer(spec.split(":", 1)[1])
+  elif cache is not None:
+    kind, size = _parse_trained(spec)
     cache.parent.mkdir(parents=True, exist_ok=True)
     with open(str(cache) + ".lock", "a") as lock:
       fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
       try:
         if not cache.is_file():
-          texts = source.read(data_config, source.train_split)
-          keys = source.text_keys or ("text",)
-          tok = train_wordpiece((_as_text(r[k]) for r in texts for k in keys), size)
+          train = train_wordpiece if kind == "wordpiece" else train_byte_bpe
+          tok = train(_training_texts(source, data_config), size)
           tmp = str(cache) + ".tmp"
           tok.save(tmp)
           os.replace(tmp, cache)
@@ -206,8 +330,8 @@ def load_text_tokenizer(spec: str, *, source: TextSource, data_config: Any):
             from e
     else:
       raise FileNotFoundError(f"config.data.tokenizer={spec!r}: no such tokenizer directory or "
-                              "file (expected 'minilm', 'wordpiece:<size>', a checkpoint "
-                              "directory or a tokenizer.json)")
+                              "file (expected 'minilm', 'wordpiece:<size>', 'bpe:<size>', "
+                              "'chars:<alphabet>', a checkpoint directory or a tokenizer.json)")
   tok.no_padding()
   tok.no_truncation()
   _TOKENIZERS[key] = tok
@@ -216,31 +340,92 @@ def load_text_tokenizer(spec: str, *, source: TextSource, data_config: Any):
 
 def _special_ids(tok) -> dict[str, int]:
   ids = {k: tok.token_to_id(t) for k, t in _SPECIAL_TOKENS.items()}
+  for k, t in _BPE_TOKENS.items():
+    if ids.get(k) is None:
+      ids[k] = tok.token_to_id(t)
   return {k: (-1 if v is None else int(v)) for k, v in ids.items()}
+
+
+def token_byte_lengths(tok) -> np.ndarray:
+  """int32 ``[vocab]``: UTF-8 bytes each id stands for (0 for special tokens).
+
+  Exact for byte-level BPE (each character of a token is one byte); for other tokenizers,
+  the length of the id decoded alone.
+  """
+  from tokenizers import pre_tokenizers  # pylint: disable=import-outside-toplevel
+  alphabet = set(pre_tokenizers.ByteLevel.alphabet())
+  special = {int(i) for i in tok.get_added_tokens_decoder()}
+  out = np.zeros(tok.get_vocab_size(with_added_tokens=True), np.int32)
+  for token, i in tok.get_vocab(with_added_tokens=True).items():
+    if i in special:
+      continue
+    if set(token) <= alphabet:
+      out[i] = len(token)
+    else:
+      out[i] = len(tok.decode([i]).encode("utf-8"))
+  return out
 
 
 # ---------------------------------------------------------------------------------------
 # specs
 
 
-def _info(source: TextSource, name: str, tokenizer: str, max_length: int,
+def _features(source: TextSource, options: TextOptions,
+              label_type: str) -> dict[str, datasets.Feature] | None:
+  """The features one example of this variant delivers (None: plain classification)."""
+  length = (options.max_length,)
+  if source.kind == "seq2seq":
+    return {"inputs": datasets.Feature(length, np.int32),
+            "targets": datasets.Feature((options.target_length,), np.int32)}
+  if source.kind == "causal_lm":
+    return {"inputs": datasets.Feature(length, np.int32),
+            "targets": datasets.Feature(length, np.int32),
+            "segment_ids": datasets.Feature(length, np.int32),
+            "positions": datasets.Feature(length, np.int32),
+            "num_bytes": datasets.Feature((), np.int32)}
+  if not options.pack:
+    return None
+  features = {"inputs": datasets.Feature(length, np.int32),
+              "segment_ids": datasets.Feature(length, np.int32),
+              "positions": datasets.Feature(length, np.int32)}
+  if label_type != "none":
+    segments = (options.max_segments,)
+    features["label"] = datasets.Feature(
+        segments, np.float32 if label_type == "float" else np.int32)
+    features["label_weight"] = datasets.Feature(segments, np.float32)
+  return features
+
+
+def _info(source: TextSource, name: str, options: TextOptions,
           data_config: Any | None) -> TextDatasetInfo:
   """The info of a variant; loads the tokenizer only for specs whose ids are not known."""
-  size = _parse_wordpiece(tokenizer)
+  tokenizer = options.tokenizer
+  trained = _parse_trained(tokenizer)
   if tokenizer == "minilm":
     vocab, special = MINILM_VOCAB_SIZE, dict(MINILM_SPECIAL)
-  elif size is not None:
+  elif trained is not None:
     # The trained vocabulary has at most `size` tokens: an embedding of `size` rows fits it.
-    vocab, special = size, dict(TRAINED_SPECIAL)
+    vocab = trained[1]
+    special = dict(TRAINED_SPECIAL) if trained[0] == "wordpiece" else dict(BPE_SPECIAL)
   else:
     tok = load_text_tokenizer(tokenizer, source=source, data_config=data_config or {})
     vocab, special = tok.get_vocab_size(with_added_tokens=True), _special_ids(tok)
+  special = {k: special.get(k, -1) for k in ("pad", "unk", "cls", "sep", "mask", "bos", "eos")}
   if special["pad"] < 0:
-    raise ValueError(f"tokenizer {tokenizer!r} has no [PAD] token")
+    raise ValueError(f"tokenizer {tokenizer!r} has no [PAD] or <pad> token")
+  if source.kind in ("causal_lm", "seq2seq") and special["eos"] < 0:
+    raise ValueError(f"dataset {name!r} ({source.kind}) needs a tokenizer with <eos>; "
+                     f"{tokenizer!r} has none (use 'bpe:<size>' or 'chars:<alphabet>')")
+  if source.kind == "causal_lm" and special["bos"] < 0:
+    raise ValueError(f"dataset {name!r} (causal_lm) needs a tokenizer with <bos>; "
+                     f"{tokenizer!r} has none (use 'bpe:<size>')")
+  label_type = "none" if source.kind != "labelled" else source.label_type
   return TextDatasetInfo(
-      name=name, vocab_size=vocab, max_length=max_length,
+      name=name, vocab_size=vocab, max_length=options.max_length,
       num_classes=source.num_classes, num_train=source.num_train, num_eval=source.num_eval,
-      pad_id=special["pad"], pair=len(source.text_keys) == 2, label_type=source.label_type,
+      pad_id=special["pad"], label_type=label_type, bos_id=special["bos"],
+      eos_id=special["eos"], features=_features(source, options, label_type),
+      pair=len(source.text_keys) == 2 and source.kind == "labelled",
       cls_id=special["cls"], sep_id=special["sep"], mask_id=special["mask"],
       special_ids=tuple(sorted(v for v in special.values() if v >= 0)), tokenizer=tokenizer)
 
@@ -265,12 +450,36 @@ class _Tokenized(Sequence):
     enc = self._tok.encode(*texts) if len(texts) == 2 else self._tok.encode(texts[0])
     ids = np.asarray(enc.ids, np.int32)
     label = record[self._source.label_key]
-    if self._source.label_type == "float":
-      label = np.float32(label).view(np.int32)
-    return {"tokens": ids, "label": int(label)}
+    return {"tokens": ids,
+            "label": float(label) if self._source.label_type == "float" else int(label)}
 
   def __repr__(self) -> str:
     return f"_Tokenized({self._records!r}, {self._info.name})"
+
+
+class _Seq2Seq(Sequence):
+  """Raw records -> ``{'tokens': source ids + EOS, 'targets': target ids + EOS}``, each cut
+  to its length with the EOS kept last (tokenized when read)."""
+
+  def __init__(self, records, tok, source: TextSource, info: TextDatasetInfo):
+    self._records, self._tok, self._source, self._info = records, tok, source, info
+    self._lengths = (info.features["inputs"].shape[0], info.features["targets"].shape[0])
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def _ids(self, text: str, length: int) -> np.ndarray:
+    ids = self._tok.encode(text, add_special_tokens=False).ids[:length - 1]
+    return np.asarray(ids + [self._info.eos_id], np.int32)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
+    record = self._records[index]
+    src, tgt = (_as_text(record[k]) for k in self._source.text_keys)
+    return {"tokens": self._ids(src, self._lengths[0]),
+            "targets": self._ids(tgt, self._lengths[1])}
+
+  def __repr__(self) -> str:
+    return f"_Seq2Seq({self._records!r}, {self._info.name})"
 
 
 class _Packed(Sequence):
@@ -317,41 +526,121 @@ def pack_documents(token_lists: Iterable[Sequence[int]], *, max_length: int, cls
   return np.asarray(rows, np.int32).reshape(-1, max_length)
 
 
-def _make_spec(source: TextSource, name: str, tokenizer: str, max_length: int,
+def causal_lm_chunks(ids: Sequence[int], *, max_length: int, bos_id: int, eos_id: int,
+                     byte_lengths: np.ndarray) -> list[dict[str, np.ndarray]]:
+  """One document -> next-token examples of at most ``max_length`` tokens (a flat map).
+
+  The document is ``<bos> ids <eos>``; chunk k holds inputs ``s[kL : kL + m]`` and their
+  next tokens ``s[kL + 1 : kL + 1 + m]`` (L = ``max_length``), so every token after BOS is
+  predicted exactly once. ``num_bytes`` counts the UTF-8 bytes of the chunk's targets (EOS
+  is 0 bytes), for bits per byte.
+  """
+  s = np.asarray([bos_id, *ids, eos_id], np.int32)
+  out = []
+  for start in range(0, len(s) - 1, max_length):
+    inputs = s[start:start + max_length]
+    targets = s[start + 1:start + 1 + max_length]
+    inputs = inputs[:len(targets)]
+    out.append({"tokens": inputs, "targets": targets,
+                "num_bytes": int(byte_lengths[targets].sum())})
+  return out
+
+
+def labelled_chunks(ids: Sequence[int], *, max_length: int, cls_id: int,
+                    sep_id: int) -> list[dict[str, np.ndarray]]:
+  """One corpus document -> ``[CLS] piece [SEP]`` examples of at most ``max_length`` tokens
+  (a flat map; masked-LM corpora packed with ``config.data.pack``)."""
+  body = max_length - 2
+  if body < 1:
+    raise ValueError(f"max_length={max_length} leaves no room between [CLS] and [SEP]")
+  return [{"tokens": np.asarray([cls_id, *ids[i:i + body], sep_id], np.int32)}
+          for i in range(0, len(ids), body)]
+
+
+def _cached(key: tuple, build: Callable[[], Any]) -> Any:
+  if key not in _PACKED:
+    _PACKED[key] = build()
+  return _PACKED[key]
+
+
+def _make_spec(source: TextSource, name: str, options: TextOptions,
                data_config: Any | None) -> datasets.DatasetSpec:
-  info = _info(source, name, tokenizer, max_length, data_config)
+  info = _info(source, name, options, data_config)
+  tokenizer = options.tokenizer
 
   def read(data_config: Any, split: str) -> Sequence[Mapping[str, Any]]:
+    from attnjax.data import packing  # pylint: disable=import-outside-toplevel
     tok = load_text_tokenizer(tokenizer, source=source, data_config=data_config)
     if tok.get_vocab_size(with_added_tokens=True) > info.vocab_size:
       raise ValueError(f"dataset {name!r}: the tokenizer has "
                        f"{tok.get_vocab_size(with_added_tokens=True)} tokens but the "
                        f"registered vocab_size is {info.vocab_size}")
     records = source.read(data_config, split)
-    if not source.is_corpus:
-      return _Tokenized(records, tok, source, info)
     key = (name, split, str(datasets.resolve_data_dir(data_config)))
-    if key not in _PACKED:
-      texts = [_as_text(r["text"]) for r in records]
-      encodings = tok.encode_batch(texts, add_special_tokens=False)
-      _PACKED[key] = pack_documents((e.ids for e in encodings), max_length=max_length,
-                                    cls_id=info.cls_id, sep_id=info.sep_id,
-                                    pad_id=info.pad_id)
-    return _Packed(_PACKED[key], name)
+    if source.kind == "seq2seq":
+      return _Seq2Seq(records, tok, source, info)
+    if source.kind == "causal_lm" or (source.is_corpus and options.pack):
 
-  return datasets.DatasetSpec(info=info, splits=source.splits, source=read,
-                              inputs_key="tokens", label_key="label",
-                              train_split=source.train_split, eval_split=source.eval_split)
+      def build():
+        texts = [_as_text(r["text"]) for r in records]
+        docs = [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+        if source.kind == "causal_lm":
+          lengths = token_byte_lengths(tok)
+          fn = lambda ids: causal_lm_chunks(ids, max_length=info.max_length,  # noqa: E731
+                                            bos_id=info.bos_id, eos_id=info.eos_id,
+                                            byte_lengths=lengths)
+          token_keys, sum_keys = ("tokens", "targets"), ("num_bytes",)
+        else:
+          fn = lambda ids: labelled_chunks(ids, max_length=info.max_length,  # noqa: E731
+                                           cls_id=info.cls_id, sep_id=info.sep_id)
+          token_keys, sum_keys = ("tokens",), ()
+        chunks = datasets.FlatMapSource(docs, fn, f"{name}/{split}")
+        return packing.PackedSource(chunks, max_length=info.max_length,
+                                    token_keys=token_keys, sum_keys=sum_keys,
+                                    name=f"{name}/{split}")
+      return _cached(key, build)
+    if source.is_corpus:
+      def build_rows():
+        texts = [_as_text(r["text"]) for r in records]
+        encodings = tok.encode_batch(texts, add_special_tokens=False)
+        return _Packed(pack_documents((e.ids for e in encodings), max_length=info.max_length,
+                                      cls_id=info.cls_id, sep_id=info.sep_id,
+                                      pad_id=info.pad_id), name)
+      return _cached(key, build_rows)
+    examples = _Tokenized(records, tok, source, info)
+    if not options.pack:
+      return examples
+    return _cached(key, lambda: packing.PackedSource(
+        examples, max_length=info.max_length, segment_keys=("label",),
+        max_segments=options.max_segments, name=f"{name}/{split}"))
+
+  return datasets.DatasetSpec(
+      info=info, splits=source.splits, source=read, inputs_key="tokens", label_key="label",
+      train_split=source.train_split, eval_split=source.eval_split,
+      # Only the source's default entry has options; a concrete variant is final.
+      variant=(lambda data_config: _variant(source, data_config)) if name == source.name
+      else None,
+      tokenizer=lambda data_config: load_text_tokenizer(tokenizer, source=source,
+                                                        data_config=data_config))
+
+
+def _variant(source: TextSource, data_config: Any) -> datasets.DatasetSpec:
+  """The spec of ``source`` with the config's options (:class:`TextOptions`), under
+  ``<source>[<tokenizer>,<max_length>,...]`` unless every option is the default."""
+  options = TextOptions.from_config(source, data_config)
+  if options == TextOptions.defaults(source):
+    name = source.name
+  else:
+    name = f"{source.name}[{options.suffix()}]"
+  if name in datasets.DATASETS:
+    return datasets.DATASETS.get(name)
+  return _make_spec(source, name, options, data_config)
 
 
 def register_text_source(source: TextSource) -> None:
-  """Registers ``source`` and its default variant (in ``DATASETS`` under ``source.name``)."""
-  if source.name in TEXT_SOURCES:
-    raise ValueError(f"text source {source.name!r} is already registered")
-  TEXT_SOURCES[source.name] = source
-  datasets.DATASETS.register(source.name, _make_spec(source, source.name, source.tokenizer,
-                                                     source.max_length, None))
-  _VARIANTS[source.name] = (source, source.tokenizer, source.max_length)
+  """Registers ``source`` with its default variant in ``DATASETS`` under ``source.name``."""
+  datasets.DATASETS.register(source.name, _make_spec(source, source.name,
+                                                     TextOptions.defaults(source), None))
 
 
 def _short(spec: str) -> str:
@@ -361,28 +650,40 @@ def _short(spec: str) -> str:
 
 
 def _files_source(data_config: Any) -> TextSource:
-  """A source for the user's files named in ``data_config.files`` (checked row by row)."""
+  """A source for the user's files named in ``data_config.files`` (checked row by row).
+
+  Labelled text (``text_column``, ``text_pair_column``, ``label_column``, ...) or, when
+  ``target_column`` is set, parallel text for seq2seq (translation): ``source_column`` ->
+  ``target_column``.
+  """
   from attnjax.data import text_files  # pylint: disable=import-outside-toplevel
   files = {k: str(v) for k, v in dict(data_config.files).items() if v}
   if "train" not in files:
     raise ValueError(f"config.data.files={files} needs a 'train' file")
-  columns = data_config.get("text_column", "text")
-  text_columns = tuple(c.strip() for c in columns.split(",")) if isinstance(columns, str) \
-      else tuple(columns)
-  pair = data_config.get("text_pair_column", "")
-  if pair:
-    text_columns = text_columns[:1] + (pair,)
-  label_names = data_config.get("label_names", "") or ""
-  label_names = tuple(n.strip() for n in label_names.split(",")) if isinstance(
-      label_names, str) and label_names else tuple(label_names or ())
-  label_type = data_config.get("label_type", "class")
-  if label_type not in ("class", "float"):
-    raise ValueError(f"config.data.label_type={label_type!r}; expected 'class' or 'float'")
-  num_classes = 1 if label_type == "float" else int(
-      data_config.get("num_classes", 0) or len(label_names) or 2)
-  settings = dict(text_columns=text_columns,
-                  label_column=data_config.get("label_column", "label"),
-                  label_type=label_type, num_classes=num_classes, label_names=label_names)
+  target = data_config.get("target_column", "") or ""
+  label_names: tuple[str, ...] = ()
+  if target:
+    text_columns = (data_config.get("source_column", "") or "source", target)
+    settings = dict(text_columns=text_columns, label_column=None, label_type="none",
+                    num_classes=0, label_names=())
+  else:
+    columns = data_config.get("text_column", "text")
+    text_columns = tuple(c.strip() for c in columns.split(",")) if isinstance(columns, str) \
+        else tuple(columns)
+    pair = data_config.get("text_pair_column", "")
+    if pair:
+      text_columns = text_columns[:1] + (pair,)
+    label_names = data_config.get("label_names", "") or ""
+    label_names = tuple(n.strip() for n in label_names.split(",")) if isinstance(
+        label_names, str) and label_names else tuple(label_names or ())
+    label_type = data_config.get("label_type", "class")
+    if label_type not in ("class", "float"):
+      raise ValueError(f"config.data.label_type={label_type!r}; expected 'class' or 'float'")
+    num_classes = 1 if label_type == "float" else int(
+        data_config.get("num_classes", 0) or len(label_names) or 2)
+    settings = dict(text_columns=text_columns,
+                    label_column=data_config.get("label_column", "label"),
+                    label_type=label_type, num_classes=num_classes, label_names=label_names)
   fingerprint = text_files.files_fingerprint(sorted(files.values()), sorted(files.items()),
                                              settings)
   counts = {split: len(text_files.read_labelled_rows(path, **settings))
@@ -396,50 +697,48 @@ def _files_source(data_config: Any) -> TextSource:
     return builder.as_data_source(split)
 
   eval_split = data_config.get("eval_split", "test")
+  kind = dict(kind="seq2seq", tokenizer="bpe:8000", max_length=128, target_length=128) \
+      if target else {}
   return TextSource(
       name=f"{data_config.name}-{fingerprint}", read=read, text_keys=("text", "text_b")
-      if len(text_columns) == 2 else ("text",), label_key="label", label_type=label_type,
-      num_classes=num_classes, splits=tuple(files), train_split="train",
+      if len(text_columns) == 2 else ("text",),
+      label_key="label" if not target else None, label_type=settings["label_type"],
+      num_classes=settings["num_classes"], splits=tuple(files), train_split="train",
       eval_split=eval_split if eval_split in files else "train",
-      num_train=counts["train"], num_eval=counts.get(eval_split, 0), label_names=label_names)
+      num_train=counts["train"], num_eval=counts.get(eval_split, 0), label_names=label_names,
+      **kind)
 
 
-def resolve_data_config(data_config: Any) -> Any:
-  """The data config naming a registered dataset for this text variant.
-
-  Non-text datasets are returned unchanged. For a text source or ``config.data.files``, the
-  variant given by ``tokenizer`` and ``max_length`` (0/"" = the source's defaults) is
-  registered (once) and a copy of ``data_config`` naming it is returned. User files are read
-  and checked here, so bad rows fail before a run writes anything.
-  """
-  files = data_config.get("files")
-  has_files = bool(files) and any(dict(files).values())
-  name = data_config.get("name")
-  if not has_files and name not in TEXT_SOURCES:
-    return data_config
-  source = _files_source(data_config) if has_files else TEXT_SOURCES[name]
-  tokenizer = data_config.get("tokenizer") or source.tokenizer
-  max_length = int(data_config.get("max_length") or source.max_length)
-  if not has_files and tokenizer == source.tokenizer and max_length == source.max_length:
-    return data_config
-  concrete = f"{source.name}[{_short(tokenizer)},{max_length}]"
-  if concrete not in datasets.DATASETS:
-    datasets.DATASETS.register(concrete, _make_spec(source, concrete, tokenizer, max_length,
-                                                    data_config))
-    _VARIANTS[concrete] = (source, tokenizer, max_length)
-  resolved = ml_collections.ConfigDict(
-      data_config.to_dict() if hasattr(data_config, "to_dict") else dict(data_config))
-  resolved.name = concrete
-  return resolved
+def _files_variant(data_config: Any) -> datasets.DatasetSpec:
+  """The spec of the user's files in ``config.data.files`` (read and checked row by row)."""
+  source = _files_source(data_config)
+  options = TextOptions.from_config(source, data_config)
+  name = f"{source.name}[{options.suffix()}]"
+  if name in datasets.DATASETS:
+    return datasets.DATASETS.get(name)
+  return _make_spec(source, name, options, data_config)
 
 
-def dataset_tokenizer(data_config: Any):
-  """The tokenizer of a (resolved) text dataset, or None for other datasets."""
-  variant = _VARIANTS.get(data_config.get("name"))
-  if variant is None:
-    return None
-  source, tokenizer, _ = variant
-  return load_text_tokenizer(tokenizer, source=source, data_config=data_config)
+def _require_files(data_config: Any) -> None:
+  if not datasets._has_files(data_config):  # pylint: disable=protected-access
+    raise ValueError(f"dataset {datasets.FILES_DATASET!r} reads the user's files: set "
+                     "config.data.files = {'train': ..., 'test': ...}")
+
+
+def _no_files_source(data_config: Any, split: str) -> Sequence[Mapping[str, Any]]:
+  del split
+  _require_files(data_config)
+  raise ValueError("config.data.files is set: resolve the data config first "
+                   "(attnjax.data.resolve_data_config)")
+
+
+# Any config with `files` resolves through this entry (datasets.resolve_data_config).
+datasets.DATASETS.register(datasets.FILES_DATASET, datasets.DatasetSpec(
+    info=TextDatasetInfo(name=datasets.FILES_DATASET, vocab_size=MINILM_VOCAB_SIZE,
+                         max_length=128, num_classes=2, num_train=0, num_eval=0,
+                         tokenizer="minilm"),
+    splits=("train", "test"), source=_no_files_source, check=_require_files,
+    variant=_files_variant))
 
 
 # ---------------------------------------------------------------------------------------

@@ -115,15 +115,17 @@ def _parse_label(raw: Any, *, where: str, label_type: str, num_classes: int,
   return label
 
 
-def read_labelled_rows(path: str, *, text_columns: Sequence[str], label_column: str,
+def read_labelled_rows(path: str, *, text_columns: Sequence[str], label_column: str | None,
                        label_type: str = "class", num_classes: int = 2,
                        label_names: Sequence[str] = ()) -> list[dict[str, Any]]:
   """Reads and checks every row: ``{'text', 'text_b', 'label'}`` per row.
 
   Args:
     path: a CSV, TSV or JSONL file.
-    text_columns: one column (single texts) or two (sentence pairs).
-    label_column: the label column.
+    text_columns: one column (single texts) or two (sentence pairs; source and target of
+      parallel text).
+    label_column: the label column; None for unlabelled (parallel) text, whose rows have
+      no ``label``.
     label_type: ``class`` (int ids, or names in ``label_names``) or ``float``.
     num_classes: classes, for ``class`` labels.
     label_names: optional names; a row's label is the index of its name.
@@ -133,7 +135,7 @@ def read_labelled_rows(path: str, *, text_columns: Sequence[str], label_column: 
       a bad label (naming the file, row and column).
   """
   header = columns_of(path)
-  wanted = list(text_columns) + [label_column]
+  wanted = list(text_columns) + ([label_column] if label_column is not None else [])
   if header is not None:
     for column in wanted:
       if column not in header:
@@ -153,11 +155,12 @@ def read_labelled_rows(path: str, *, text_columns: Sequence[str], label_column: 
       if not isinstance(text, str) or not text.strip():
         raise ValueError(f"{path}, row {line}, column {column!r}: empty text")
       texts.append(text)
-    label = _parse_label(record[label_column], where=f"{path}, row {line}, column "
-                         f"{label_column!r}", label_type=label_type, num_classes=num_classes,
-                         label_names=label_names)
-    rows.append({"text": texts[0], "text_b": texts[1] if len(texts) > 1 else "",
-                 "label": label})
+    row = {"text": texts[0], "text_b": texts[1] if len(texts) > 1 else ""}
+    if label_column is not None:
+      row["label"] = _parse_label(record[label_column], where=f"{path}, row {line}, column "
+                                  f"{label_column!r}", label_type=label_type,
+                                  num_classes=num_classes, label_names=label_names)
+    rows.append(row)
   if not rows:
     raise ValueError(f"{path}: no rows")
   return rows
@@ -206,7 +209,7 @@ class TextFilesConfig(tfds.core.BuilderConfig):
   """One user dataset: files per split, columns and label kind."""
   files: Mapping[str, str] = dataclasses.field(default_factory=dict)
   text_columns: tuple[str, ...] = ("text",)
-  label_column: str = "label"
+  label_column: str | None = "label"  # None: parallel text (source, target), no label
   label_type: str = "class"
   num_classes: int = 2
   label_names: tuple[str, ...] = ()
@@ -225,12 +228,14 @@ class TextFiles(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     cfg: TextFilesConfig = self.builder_config
-    label = tfds.features.Scalar(np.float32 if cfg.label_type == "float" else np.int64)
+    features: dict[str, Any] = {"text": tfds.features.Text(), "text_b": tfds.features.Text()}
+    if cfg.label_column is not None:
+      features["label"] = tfds.features.Scalar(
+          np.float32 if cfg.label_type == "float" else np.int64)
     return tfds.core.DatasetInfo(
         builder=self, description="User text files: " + json.dumps(dict(cfg.files)),
         disable_shuffling=True,  # records in file order: row i of a split is index i
-        features=tfds.features.FeaturesDict({
-            "text": tfds.features.Text(), "text_b": tfds.features.Text(), "label": label}))
+        features=tfds.features.FeaturesDict(features))
 
   def _split_generators(self, dl_manager):
     del dl_manager

@@ -193,15 +193,9 @@ def classification_task(config: ml_collections.ConfigDict, info: DatasetInfo) ->
 # regression
 
 
-def regression_targets(labels: jax.Array, info: DatasetInfo) -> jax.Array:
-  """float32 targets from the pipeline's int32 ``label``.
-
-  Text datasets with float labels carry the float32's bits in the int32 (the pipeline casts
-  every label to int32; a bit cast loses nothing); other datasets' integer labels are used
-  as numbers.
-  """
-  if getattr(info, "label_type", "class") == "float":
-    return jax.lax.bitcast_convert_type(labels.astype(jnp.int32), jnp.float32)
+def regression_targets(labels: jax.Array) -> jax.Array:
+  """float32 targets from the batch's ``label``: float32 for ``label_type='float'`` data,
+  integer class ids (used as numbers) otherwise."""
   return labels.astype(jnp.float32)
 
 
@@ -228,11 +222,11 @@ def regression_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Tas
     extra = kwargs_fn(batch) if kwargs_fn is not None else {}
     pred = apply_fn({"params": params}, batch["inputs"], deterministic=False,
                     rngs={"dropout": rng}, **extra)[:, 0]
-    return jnp.mean(jnp.square(pred - regression_targets(batch["label"], info))), {}
+    return jnp.mean(jnp.square(pred - regression_targets(batch["label"]))), {}
 
   def eval_fn(state: TrainState, batch: Batch):
     pred = _forward(state, batch, kwargs_fn)[:, 0]
-    target = regression_targets(batch["label"], info)
+    target = regression_targets(batch["label"])
     weight = batch["weight"].astype(jnp.float32)
     sums = {"loss_sum": jnp.sum(jnp.square(pred - target) * weight), "weight_sum": jnp.sum(weight)}
     return sums, {"prediction": pred, "target": target, "weight": weight}
