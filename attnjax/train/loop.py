@@ -229,12 +229,6 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
     if float(sp.learning_rate) < 0.0:
       raise ValueError(f"config.self_pretrain.learning_rate must be >= 0, got "
                        f"{sp.learning_rate}")
-    init = config.get("init") or {}
-    for key in ("hf_path", "workdir"):
-      if init.get(key):
-        raise ValueError(f"config.self_pretrain.num_steps={sp.num_steps} pretrains from "
-                         f"scratch, but config.init.{key}={init.get(key)!r} names initial "
-                         "weights; unset one of them")
   for key in ("batch_size", "eval_batch_size"):
     if t[key] % jax.process_count():
       raise ValueError(f"config.train.{key}={t[key]} is not divisible by "
@@ -260,8 +254,101 @@ class _NonFinite(FloatingPointError):
   pass
 
 
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  """One validated run: everything built from the config before the workdir is touched.
+
+  Attributes:
+    config: the run's config (for the second self-pretraining phase, with
+      ``init.workdir`` naming the first phase's directory).
+    workdir: the run directory.
+    data_config: ``config.data`` resolved to a registered dataset.
+    info: the dataset's info.
+    setup: task, fine-tuning options, ``init_state`` and schedule.
+    strategy: the parallel strategy.
+    rng: the seed's key.
+    abstract_state: the TrainState's shapes (``jax.eval_shape``).
+    counts: total and trainable parameter counts (``parameters.json``).
+    step_fn: the pure train step.
+    flops_per_step: training FLOPs of one step (for MFU).
+  """
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  data_config: Any
+  info: data_lib.DatasetInfo
+  setup: Setup
+  strategy: Strategy
+  rng: jax.Array
+  abstract_state: Any
+  counts: dict
+  step_fn: Callable
+  flops_per_step: float
+
+  @property
+  def num_steps(self) -> int:
+    return int(self.config.train.num_steps)
+
+
+def _phases(config: ml_collections.ConfigDict, workdir: str
+            ) -> list[tuple[ml_collections.ConfigDict, str]]:
+  """``[(config, workdir)]`` of each phase: the masked-LM self-pretraining run first when
+  ``config.self_pretrain.num_steps > 0``, then the run itself starting from its encoder
+  (as fine-tuning from any pretraining run does)."""
+  if tasks_lib.self_pretrain_steps(config) > 0 and config.task.name != "masked_lm":
+    init = config.get("init") or {}
+    for key in ("hf_path", "workdir"):
+      if init.get(key):
+        raise ValueError(f"config.self_pretrain.num_steps={config.self_pretrain.num_steps} "
+                         f"pretrains from scratch, but config.init.{key}={init.get(key)!r} "
+                         "names initial weights; unset one of them")
+    pretrain_dir = os.path.join(workdir, SELF_PRETRAIN_DIR)
+    return [(self_pretrain_config(config), pretrain_dir),
+            (_with_init_workdir(config, pretrain_dir), workdir)]
+  return [(config, workdir)]
+
+
+def _validate(config: ml_collections.ConfigDict, workdir: str) -> _Plan:
+  """Checks the config and builds the task, model, strategy and shapes; writes nothing.
+
+  Raises:
+    ValueError: a bad config value, dataset or workdir.
+  """
+  _check_config(config)
+  # Text datasets defined by config options (tokenizer, files, ...) are registered under a
+  # concrete name here, and their files checked (bad rows fail before anything is written).
+  data_config = data_lib.resolve_data_config(config.data)
+  info = data_lib.get_dataset_info(data_config)
+  if info.towers != 1 and config.train.get("attention_images", False):
+    raise ValueError(f"config.train.attention_images draws one sequence's attention; dataset "
+                     f"{info.name!r} has towers={info.towers}: set it to False")
+  setup = create_setup(config, info)
+  task = setup.task
+  strategy: Strategy = build_strategy(config.parallel, global_batch_size=config.train.batch_size)
+  rng = jax.random.PRNGKey(config.seed)
+  abstract_state = jax.eval_shape(setup.init_state, rng)
+  trainable = finetune_lib.trainable_mask(abstract_state.params, setup.finetuning,
+                                          task.encoder.num_layers)
+  counts = finetune_lib.parameter_counts(abstract_state.params, trainable)
+  step_fn = make_train_step(setup.schedule, label_smoothing=config.train.label_smoothing,
+                            microbatches=config.train.microbatches,
+                            nan_policy=config.train.nan_policy, loss_fn=task.loss_fn,
+                            trainable=trainable)
+  # Every tower is one encoder pass (the two-tower head's extra is the task's).
+  flops_per_step = train_flops_per_step(task.encoder, info.num_classes, info.max_length,
+                                        config.train.batch_size * info.towers)
+  flops_per_step += task.extra_flops_per_example * config.train.batch_size
+  return _Plan(config, workdir, data_config, info, setup, strategy, rng, abstract_state,
+               counts, step_fn, flops_per_step)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains and evaluates the model of ``config``, resuming from ``workdir`` if it has a run.
+
+  Phases: validate (every phase's config, data and shapes; nothing written) -> for each
+  phase (the self-pretraining run, then this run): prepare the workdir -> restore or
+  initialise -> train -> finish (final metrics, plots). Checkpointer, metric writer and
+  progress are closed on every exit.
 
   Launching again on a finished workdir trains no further and returns the final metrics
   of its last checkpoint. SIGTERM saves a checkpoint at the current step and returns
@@ -279,105 +366,112 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     FloatingPointError: a non-finite loss under ``nan_policy='stop'`` (names the step and
       the last good checkpoint).
   """
-  _check_config(config)
-  is_main = jax.process_index() == 0
-  num_steps = int(config.train.num_steps)
-  pcount = jax.process_count()
-
-  # --- Task, model, strategy and shapes, all before the workdir is touched. ---
-  # Text datasets defined by config options (tokenizer, files, ...) are registered under a
-  # concrete name here, and their files checked (bad rows fail before anything is written).
-  data_config = data_lib.resolve_data_config(config.data)
-  info = data_lib.get_dataset_info(data_config)
-  if info.towers != 1 and config.train.get("attention_images", False):
-    raise ValueError(f"config.train.attention_images draws one sequence's attention; dataset "
-                     f"{info.name!r} has towers={info.towers}: set it to False")
-  setup = create_setup(config, info)
-  task, init_state, schedule = setup.task, setup.init_state, setup.schedule
-  strategy: Strategy = build_strategy(config.parallel, global_batch_size=config.train.batch_size)
-  rng = jax.random.PRNGKey(config.seed)
-  abstract_state = jax.eval_shape(init_state, rng)
-  num_params = parameter_count(abstract_state.params)
-  trainable = finetune_lib.trainable_mask(abstract_state.params, setup.finetuning,
-                                          task.encoder.num_layers)
-  counts = finetune_lib.parameter_counts(abstract_state.params, trainable)
-  step_fn = make_train_step(schedule, label_smoothing=config.train.label_smoothing,
-                            microbatches=config.train.microbatches,
-                            nan_policy=config.train.nan_policy, loss_fn=task.loss_fn,
-                            trainable=trainable)
-  # Every tower is one encoder pass (the two-tower head's extra is the task's).
-  flops_per_step = train_flops_per_step(task.encoder, info.num_classes, info.max_length,
-                                        config.train.batch_size * info.towers)
-  flops_per_step += task.extra_flops_per_example * config.train.batch_size
-
-  if tasks_lib.self_pretrain_steps(config) > 0 and task.name != "masked_lm":
-    # Phase 1, a run of its own (resumable, skipped once finished); this run then starts
-    # from its encoder, as fine-tuning from any pretraining run does.
-    pretrain_dir = os.path.join(workdir, SELF_PRETRAIN_DIR)
-    result = train_and_evaluate(self_pretrain_config(config), pretrain_dir)
+  plans = [_validate(c, w) for c, w in _phases(config, workdir)]
+  result: dict = {}
+  for plan in plans:
+    result = _run(plan)
     if result.get("preempted"):
-      return result
-    config = _with_init_workdir(config, pretrain_dir)
+      break
+  return result
 
-  prepare_workdir(workdir, config, write=is_main)
-  checkpointer = Checkpointer(workdir, keep=config.train.keep_checkpoints,
-                              async_save=config.train.async_checkpoints,
-                              keep_best_by=config.train.keep_best_by,
-                              best_mode=config.train.best_mode)
-  writer = MetricWriter(workdir, enabled=is_main)
+
+def _prepare(plan: _Plan, is_main: bool) -> None:
+  """Creates the workdir and writes config.json, parameters.json and the tokenizer."""
+  prepare_workdir(plan.workdir, plan.config, write=is_main)
   if is_main:
-    _write_run_files(workdir, data_config, counts)
-  eval_fn = compile_eval(strategy, task, abstract_state)
+    _write_run_files(plan.workdir, plan.data_config, plan.counts)
+
+
+def _restore_or_init(plan: _Plan, checkpointer: Checkpointer, train_iter, is_main: bool):
+  """The newest readable checkpoint's state (iterator moved to its position), or a fresh
+  state (with ``config.init``'s encoder), placed directly by the strategy."""
+  strategy, config = plan.strategy, plan.config
+  if checkpointer.latest_step() is not None:
+    state, data_state, _ = checkpointer.restore(
+        strategy.abstract_with_shardings(plan.abstract_state))
+    data_lib.restore_train_position(train_iter, data_state, step=int(state.step),
+                                    global_batch_size=config.train.batch_size,
+                                    process_count=jax.process_count())
+    state = strategy.to_device_state(state)
+    if is_main:
+      print(f"resuming from {checkpointer.directory} at step "
+            f"{int(strategy.to_checkpoint_state(state).step)}", flush=True)
+    return state
+  state = strategy.init_state(plan.setup.init_state, plan.abstract_state, plan.rng)
+  return initialise_from_pretrained(config, state, strategy, is_main)
+
+
+def _run(plan: _Plan) -> dict:
+  """One phase: prepare the workdir, restore or initialise, train, finish."""
+  config, workdir, strategy, task = plan.config, plan.workdir, plan.strategy, plan.setup.task
+  is_main = jax.process_index() == 0
+  pcount = jax.process_count()
+  _prepare(plan, is_main)
+  eval_fn = compile_eval(strategy, task, plan.abstract_state)
 
   def run_eval(state) -> dict:
     batches = data_lib.make_eval_iterator(
-        data_config, split=config.data.eval_split,
+        plan.data_config, split=config.data.eval_split,
         global_batch_size=config.train.eval_batch_size,
         process_index=jax.process_index(), process_count=pcount)
     return evaluate(eval_fn, state, batches, strategy.put_batch, finalize=task.finalize,
                     gathers_outputs=task.gathers_outputs)
 
-  train_iter = data_lib.make_train_iterator(
-      data_config, global_batch_size=config.train.batch_size, seed=config.seed,
-      process_index=jax.process_index(), process_count=pcount)
+  with contextlib.ExitStack() as cleanup:  # the one clean-up path, whatever the exit
+    checkpointer = Checkpointer(workdir, keep=config.train.keep_checkpoints,
+                                async_save=config.train.async_checkpoints,
+                                keep_best_by=config.train.keep_best_by,
+                                best_mode=config.train.best_mode)
+    cleanup.callback(checkpointer.close)
+    writer = MetricWriter(workdir, enabled=is_main)
+    cleanup.callback(writer.close)
+    train_iter = data_lib.make_train_iterator(
+        plan.data_config, global_batch_size=config.train.batch_size, seed=config.seed,
+        process_index=jax.process_index(), process_count=pcount)
+    state = _restore_or_init(plan, checkpointer, train_iter, is_main)
+    start_step = int(jax.device_get(strategy.to_checkpoint_state(state).step))
+    writer.truncate_after(start_step)
+    if start_step >= plan.num_steps:
+      final = run_eval(state)
+      final["step"] = start_step
+      _report(f"run in {workdir} is already finished at step {start_step}", final, is_main,
+              task.summary)
+      return final
+    progress = Progress(plan.num_steps, start_step, config.train.batch_size,
+                        every=config.train.log_every, enabled=is_main)
+    cleanup.callback(progress.close)
+    final = _train(plan, state, start_step, train_iter, checkpointer, writer, progress,
+                   run_eval, is_main)
+    if final.get("preempted"):
+      return final
+  # Finish, once everything is closed (the async saves on disk, metrics.jsonl complete).
+  final["step"] = plan.num_steps
+  if is_main:
+    from attnjax.inspect.plots import plot_curves  # pylint: disable=import-outside-toplevel
+    plot_curves(workdir)
+  _report(f"finished {workdir}", final, is_main, task.summary)
+  return final
 
-  # --- Restore or initialise, directly in the strategy's placement. ---
-  if checkpointer.latest_step() is not None:
-    state, data_state, _ = checkpointer.restore(strategy.abstract_with_shardings(abstract_state))
-    data_lib.restore_train_position(train_iter, data_state, step=int(state.step),
-                                    global_batch_size=config.train.batch_size,
-                                    process_count=pcount)
-    state = strategy.to_device_state(state)
-    if is_main:
-      print(f"resuming from {checkpointer.directory} at step "
-            f"{int(strategy.to_checkpoint_state(state).step)}", flush=True)
-  else:
-    state = strategy.init_state(init_state, abstract_state, rng)
-    state = initialise_from_pretrained(config, state, strategy, is_main)
-  start_step = int(jax.device_get(strategy.to_checkpoint_state(state).step))
-  writer.truncate_after(start_step)
 
-  if start_step >= num_steps:
-    final = run_eval(state)
-    final["step"] = start_step
-    _report(f"run in {workdir} is already finished at step {start_step}", final, is_main,
-            task.summary)
-    checkpointer.close()
-    writer.close()
-    return final
-
-  # --- Train. ---
-  train_step = strategy.compile_train_step(step_fn, abstract_state)
+def _train(plan: _Plan, state, start_step: int, train_iter, checkpointer: Checkpointer,
+           writer: MetricWriter, progress: Progress, run_eval: Callable, is_main: bool
+           ) -> dict:
+  """Steps ``start_step + 1 .. num_steps`` with logging, evaluation, checkpoints, the NaN
+  guard and preemption; returns the last eval metrics, or ``{'preempted': True, 'step'}``."""
+  config, workdir, strategy, task = plan.config, plan.workdir, plan.strategy, plan.setup.task
+  num_steps = plan.num_steps
+  info = plan.info
+  train_step = strategy.compile_train_step(plan.step_fn, plan.abstract_state)
   peak, peak_source = peak_flops_per_device(config.model.dtype,
                                             config.train.peak_flops_per_device)
-  progress = Progress(num_steps, start_step, config.train.batch_size,
-                      every=config.train.log_every, enabled=is_main)
+  counts = plan.counts
+  num_params = parameter_count(plan.abstract_state.params)
   if is_main:
     trained = ("" if counts["trainable"] == num_params else
                f" ({counts['trainable']:,} trainable, {100 * counts['trainable_fraction']:.2f}%)")
     print(f"training {num_params:,} parameters{trained} on {info.name} for steps "
           f"{start_step + 1}..{num_steps} with strategy '{strategy.name}' on "
-          f"{strategy.num_devices} device(s); {flops_per_step / 1e9:.2f} GFLOP/step; "
+          f"{strategy.num_devices} device(s); {plan.flops_per_step / 1e9:.2f} GFLOP/step; "
           f"peak {peak / 1e12:.2f} TFLOP/s/device ({peak_source}); workdir {workdir}",
           flush=True)
   tokens_per_example = info.max_length * info.towers
@@ -400,59 +494,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             "updates.")
 
   with _preemption_flag() as preempted:
-    try:
-      for step in range(start_step + 1, num_steps + 1):
-        batch = strategy.put_batch(next(train_iter))
-        state, metrics = train_step(state, batch)
-        window.append((step, metrics))
-        shown = None
-        if step % config.train.log_every == 0 or step == num_steps:
-          check_window()
-          shown = _summarise(jax.device_get([m for _, m in window]), task.train_metrics)
-          elapsed = time.perf_counter() - window_start
-          steps_per_sec = len(window) / elapsed
-          shown.update(
-              steps_per_sec=steps_per_sec,
-              step_time=1.0 / steps_per_sec,
-              examples_per_sec=steps_per_sec * config.train.batch_size,
-              tokens_per_sec=steps_per_sec * config.train.batch_size * tokens_per_example,
-              mfu=flops_per_step * steps_per_sec / (peak * strategy.num_devices))
-          writer.write(step, "train", shown)
-          window, window_start = [], time.perf_counter()
-        progress.update(step, shown)
-        if step % config.train.eval_every == 0 or step == num_steps:
-          final = run_eval(state)
-          writer.write(step, "eval", final)
-          if config.train.get("attention_images", False):
-            _log_attention_image(writer, step, task, setup, state, strategy, data_config, info)
-          writer.flush()
-          checkpointer.save_if_best(step, strategy.to_checkpoint_state(state), final)
-        stop_now = preempted[0]
-        if step % config.train.checkpoint_every == 0 or step == num_steps or stop_now:
-          check_window()
-          checkpointer.save(step, strategy.to_checkpoint_state(state), train_iter.get_state(),
-                            force=True)
-          last_saved = step
-        if stop_now:
-          checkpointer.close()
-          writer.close()
-          progress.close()
-          if is_main:
-            print(f"SIGTERM: saved a checkpoint at step {step} in {checkpointer.directory}; "
-                  "relaunch the same command to resume", flush=True)
-          return {"preempted": True, "step": step}
-    except _NonFinite:
-      checkpointer.close()
-      writer.close()
-      raise
-  progress.close()
-  checkpointer.close()
-  writer.close()
-  final["step"] = num_steps
-  if is_main:
-    from attnjax.inspect.plots import plot_curves  # pylint: disable=import-outside-toplevel
-    plot_curves(workdir)
-  _report(f"finished {workdir}", final, is_main, task.summary)
+    for step in range(start_step + 1, num_steps + 1):
+      batch = strategy.put_batch(next(train_iter))
+      state, metrics = train_step(state, batch)
+      window.append((step, metrics))
+      shown = None
+      if step % config.train.log_every == 0 or step == num_steps:
+        check_window()
+        shown = _summarise(jax.device_get([m for _, m in window]), task.train_metrics)
+        elapsed = time.perf_counter() - window_start
+        steps_per_sec = len(window) / elapsed
+        shown.update(
+            steps_per_sec=steps_per_sec,
+            step_time=1.0 / steps_per_sec,
+            examples_per_sec=steps_per_sec * config.train.batch_size,
+            tokens_per_sec=steps_per_sec * config.train.batch_size * tokens_per_example,
+            mfu=plan.flops_per_step * steps_per_sec / (peak * strategy.num_devices))
+        writer.write(step, "train", shown)
+        window, window_start = [], time.perf_counter()
+      progress.update(step, shown)
+      if step % config.train.eval_every == 0 or step == num_steps:
+        final = run_eval(state)
+        writer.write(step, "eval", final)
+        if config.train.get("attention_images", False):
+          _log_attention_image(writer, step, task, plan.setup, state, strategy,
+                               plan.data_config, info)
+        writer.flush()
+        checkpointer.save_if_best(step, strategy.to_checkpoint_state(state), final)
+      stop_now = preempted[0]
+      if step % config.train.checkpoint_every == 0 or step == num_steps or stop_now:
+        check_window()
+        checkpointer.save(step, strategy.to_checkpoint_state(state), train_iter.get_state(),
+                          force=True)
+        last_saved = step
+      if stop_now:
+        checkpointer.wait()
+        if is_main:
+          print(f"SIGTERM: saved a checkpoint at step {step} in {checkpointer.directory}; "
+                "relaunch the same command to resume", flush=True)
+        return {"preempted": True, "step": step}
   return final
 
 
