@@ -373,8 +373,20 @@ def _median(values: Sequence[float]) -> float:
   return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
 
 
-def summarize_point(base_config: ml_collections.ConfigDict, point: Point) -> dict[str, Any]:
+def sweep_metric(base_config: ml_collections.ConfigDict) -> tuple[str, str]:
+  """``(metric, 'max'|'min')`` that ranks the sweep's points: the task's own
+  (``attnjax.train.tasks.TASK_METRICS``: accuracy for classification, Pearson for
+  regression, loss for language modelling, ...)."""
+  from attnjax.train.tasks import task_metric  # pylint: disable=import-outside-toplevel
+  return task_metric(base_config)
+
+
+def summarize_point(base_config: ml_collections.ConfigDict, point: Point, *,
+                    metric: tuple[str, str] | None = None) -> dict[str, Any]:
   """One table row from the point's workdir (metrics.jsonl, checkpoint, error file).
+
+  ``metric``: ``(name, 'max'|'min')`` ranking evaluations (default: the task's); the row
+  has ``final_<name>``, ``best_<name>`` (best over the run) and its ``best_step``.
 
   ``steps_per_sec`` is the median over the logged training windows, leaving out the
   first when there are several (it includes compilation).
@@ -407,12 +419,15 @@ def summarize_point(base_config: ml_collections.ConfigDict, point: Point) -> dic
     row["status"] = "finished"
   else:
     row["status"] = "incomplete"
+  name, mode = metric or sweep_metric(base_config)
+  evals = [r for r in evals if name in r]
   if evals:
     last = evals[-1]
-    best = max(evals, key=lambda r: (r["accuracy"], -r["step"]))
-    row.update(final_accuracy=last["accuracy"], final_loss=last["loss"],
-               best_accuracy=best["accuracy"], best_step=best["step"],
-               best_loss=min(r["loss"] for r in evals))
+    sign = 1.0 if mode == "max" else -1.0
+    best = max(evals, key=lambda r: (sign * r[name], -r["step"]))
+    row.update({f"final_{name}": last[name], "final_loss": last.get("loss", ""),
+                f"best_{name}": best[name], "best_step": best["step"],
+                "best_loss": min((r["loss"] for r in evals if "loss" in r), default="")})
   if train:
     rates = [r["steps_per_sec"] for r in (train[1:] if len(train) > 1 else train)]
     row["steps_per_sec"] = _median(rates)
@@ -420,17 +435,19 @@ def summarize_point(base_config: ml_collections.ConfigDict, point: Point) -> dic
   return row
 
 
-_METRIC_COLUMNS = ("status", "step", "final_accuracy", "final_loss", "best_accuracy",
-                   "best_step", "best_loss", "params", "steps_per_sec", "error")
+def _metric_columns(metric: str) -> tuple[str, ...]:
+  return ("status", "step", f"final_{metric}", "final_loss", f"best_{metric}", "best_step",
+          "best_loss", "params", "steps_per_sec", "error")
 
 
-def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+def _columns(rows: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
+  metric_columns = _metric_columns(metric)
   keys: list[str] = ["point"]
   for row in rows:
     for k in row:
-      if k not in keys and k not in _METRIC_COLUMNS:
+      if k not in keys and k not in metric_columns:
         keys.append(k)
-  return keys + list(_METRIC_COLUMNS)
+  return keys + list(metric_columns)
 
 
 def _cell(value: Any) -> str:
@@ -442,10 +459,14 @@ def _cell(value: Any) -> str:
 
 
 def write_results(sweep_dir: str, rows: Sequence[Mapping[str, Any]], *,
-                  title: str = "") -> dict[str, str]:
-  """Writes results.csv, results.md and results.png into ``sweep_dir``; returns their paths."""
+                  metric: tuple[str, str], title: str = "") -> dict[str, str]:
+  """Writes results.csv, results.md and results.png into ``sweep_dir``; returns their paths.
+
+  ``metric``: ``(name, 'max'|'min')`` the rows were ranked by (:func:`summarize_point`).
+  """
   os.makedirs(sweep_dir, exist_ok=True)
-  columns = _columns(rows)
+  name, mode = metric
+  columns = _columns(rows, name)
   paths = {k: os.path.join(sweep_dir, f) for k, f in
            (("csv", RESULTS_CSV), ("md", RESULTS_MD), ("png", RESULTS_PNG))}
   with open(paths["csv"], "w", newline="") as f:
@@ -456,16 +477,18 @@ def write_results(sweep_dir: str, rows: Sequence[Mapping[str, Any]], *,
   lines = [f"# Sweep results{': ' + title if title else ''}", "",
            "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
   lines += ["| " + " | ".join(_cell(row.get(k, "")) for k in columns) + " |" for row in rows]
-  lines += ["", "final = last evaluation; best = highest eval accuracy over the run; "
+  better = "highest" if mode == "max" else "lowest"
+  lines += ["", f"final = last evaluation; best = {better} eval {name} over the run; "
             "steps_per_sec = median logged training window (first window, which "
             "includes compilation, left out)."]
   with open(paths["md"], "w") as f:
     f.write("\n".join(lines) + "\n")
-  _plot(paths["png"], sweep_dir, rows, title)
+  _plot(paths["png"], sweep_dir, rows, title, name)
   return paths
 
 
-def _plot(path: str, sweep_dir: str, rows: Sequence[Mapping[str, Any]], title: str) -> None:
+def _plot(path: str, sweep_dir: str, rows: Sequence[Mapping[str, Any]], title: str,
+          metric: str) -> None:
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
@@ -476,25 +499,26 @@ def _plot(path: str, sweep_dir: str, rows: Sequence[Mapping[str, Any]], title: s
     workdir = os.path.join(sweep_dir, row["point"])
     if not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
       continue
-    evals = [r for r in read_metrics(workdir) if r["split"] == "eval"]
+    evals = [r for r in read_metrics(workdir) if r["split"] == "eval" and metric in r]
     if evals:
-      curves.plot([r["step"] for r in evals], [r["accuracy"] for r in evals], marker="o",
+      curves.plot([r["step"] for r in evals], [r[metric] for r in evals], marker="o",
                   markersize=3, label=row["point"])
   curves.set_xlabel("step")
-  curves.set_ylabel("eval accuracy")
+  curves.set_ylabel(f"eval {metric}")
   curves.grid(alpha=0.3)
   if curves.lines:
     curves.legend(fontsize=7)
   names = [r["point"] for r in rows]
-  final = [r.get("final_accuracy", 0.0) or 0.0 for r in rows]
-  best = [r.get("best_accuracy", 0.0) or 0.0 for r in rows]
+  final = [r.get(f"final_{metric}", 0.0) or 0.0 for r in rows]
+  best = [r.get(f"best_{metric}", 0.0) or 0.0 for r in rows]
   ys = range(len(rows))
   bars.barh(ys, final, color=["tab:red" if r["status"] == "failed" else "tab:blue"
                               for r in rows], label="final")
   bars.scatter(best, ys, color="black", marker="|", s=200, label="best", zorder=3)
   bars.set_yticks(list(ys), names, fontsize=7)
-  bars.set_xlabel("eval accuracy (red: failed)")
-  bars.set_xlim(0, 1)
+  bars.set_xlabel(f"eval {metric} (red: failed)")
+  if metric in ("accuracy", "f1_macro"):
+    bars.set_xlim(0, 1)
   bars.legend(fontsize=7, loc="lower right")
   fig.suptitle(title or os.path.basename(os.path.abspath(sweep_dir)))
   fig.tight_layout()
@@ -547,8 +571,9 @@ def main(base_config: ml_collections.ConfigDict, *, config_spec: str, sweep_dir:
     return 0
   status = run_sweep(base_config, points, parallel=parallel, config_spec=config_spec,
                      extra_flags=extra_flags, launcher=launcher, log=log)
-  rows = [summarize_point(base_config, p) for p in points]
-  paths = write_results(sweep_dir, rows, title=config_spec)
+  metric = sweep_metric(base_config)
+  rows = [summarize_point(base_config, p, metric=metric) for p in points]
+  paths = write_results(sweep_dir, rows, title=config_spec, metric=metric)
   failed = sum(r["status"] == "failed" for r in rows)
   log(f"[sweep] {len(rows) - failed}/{len(rows)} points ok; table {paths['md']}, "
       f"{paths['csv']}, plot {paths['png']}")

@@ -29,7 +29,8 @@ from attnjax import data as data_lib
 from attnjax.train import finetune as finetune_lib
 from attnjax.train import tasks as tasks_lib
 from attnjax.train.checkpoints import Checkpointer
-from attnjax.train.flops import peak_flops_per_device, train_flops_per_step
+from attnjax.train import evaluators as evaluators_lib
+from attnjax.train.flops import peak_flops_per_device
 from attnjax.train.optimizers import build_optimizer
 from attnjax.train.parallel import Strategy, build_strategy
 from attnjax.train.progress import Progress
@@ -74,8 +75,8 @@ def create_setup(config: ml_collections.ConfigDict, info: data_lib.DatasetInfo) 
 
   def init_state(rng: jax.Array) -> TrainState:
     params_rng, state_rng = jax.random.split(rng)
-    dummy = jnp.full((1, *info.input_shape), info.pad_id + 1, jnp.int32)
-    params = model.init({"params": params_rng}, dummy)["params"]
+    # The task supplies the batch to initialise from (its dataset's features).
+    params = model.init({"params": params_rng}, task.init_batch)["params"]
     if ft.lora:
       params = {"model": params,
                 "lora": finetune_lib.init_lora(jax.random.fold_in(params_rng, 1), params, ft)}
@@ -96,7 +97,7 @@ def create_model_and_state(config: ml_collections.ConfigDict, info: data_lib.Dat
 
 
 def evaluate(eval_fn, state: TrainState, batches: Iterable[dict],
-             put_batch=lambda b: b, finalize=None,
+             put_batch=lambda b: b, *, finalize: Callable,
              gathers_outputs: bool = False) -> dict[str, float]:
   """Exact metrics over every batch of a split.
 
@@ -106,8 +107,7 @@ def evaluate(eval_fn, state: TrainState, batches: Iterable[dict],
     state: the train state.
     batches: eval batches with a ``weight`` (0 marks padding rows).
     put_batch: places a batch for the strategy.
-    finalize: ``finalize(sums, outputs) -> metrics``; default classification's loss,
-      accuracy (and macro F1 and Matthews correlation when the sums carry a confusion matrix).
+    finalize: ``finalize(sums, outputs) -> metrics``, the task's (``Task.finalize``).
     gathers_outputs: ``eval_fn`` also returns per-example outputs; padding rows (weight 0)
       are dropped before ``finalize`` sees them.
   """
@@ -127,7 +127,7 @@ def evaluate(eval_fn, state: TrainState, batches: Iterable[dict],
     outputs = {k: np.concatenate([np.asarray(g[k]) for g in gathered]) for k in gathered[0]}
     real = outputs.pop("weight") > 0
     outputs = {k: v[real] for k, v in outputs.items()}
-  return (finalize or tasks_lib.classification_metrics)(totals, outputs)
+  return finalize(totals, outputs)
 
 
 def compile_eval(strategy: Strategy, task: tasks_lib.Task, abstract_state) -> Callable:
@@ -330,14 +330,11 @@ def _validate(config: ml_collections.ConfigDict, workdir: str) -> _Plan:
   trainable = finetune_lib.trainable_mask(abstract_state.params, setup.finetuning,
                                           task.encoder.num_layers)
   counts = finetune_lib.parameter_counts(abstract_state.params, trainable)
-  step_fn = make_train_step(setup.schedule, label_smoothing=config.train.label_smoothing,
+  step_fn = make_train_step(setup.schedule, loss_fn=task.loss_fn,
                             microbatches=config.train.microbatches,
-                            nan_policy=config.train.nan_policy, loss_fn=task.loss_fn,
-                            trainable=trainable)
-  # Every tower is one encoder pass (the two-tower head's extra is the task's).
-  flops_per_step = train_flops_per_step(task.encoder, info.num_classes, info.max_length,
-                                        config.train.batch_size * info.towers)
-  flops_per_step += task.extra_flops_per_example * config.train.batch_size
+                            nan_policy=config.train.nan_policy, trainable=trainable)
+  flops_per_step = task.flops_per_example * config.train.batch_size
+  evaluators_lib.eval_specs(config)  # a bad config.evals fails before anything is written
   return _Plan(config, workdir, data_config, info, setup, strategy, rng, abstract_state,
                counts, step_fn, flops_per_step)
 
@@ -407,15 +404,11 @@ def _run(plan: _Plan) -> dict:
   is_main = jax.process_index() == 0
   pcount = jax.process_count()
   _prepare(plan, is_main)
-  eval_fn = compile_eval(strategy, task, plan.abstract_state)
-
-  def run_eval(state) -> dict:
-    batches = data_lib.make_eval_iterator(
-        plan.data_config, split=config.data.eval_split,
-        global_batch_size=config.train.eval_batch_size,
-        process_index=jax.process_index(), process_count=pcount)
-    return evaluate(eval_fn, state, batches, strategy.put_batch, finalize=task.finalize,
-                    gathers_outputs=task.gathers_outputs)
+  evaluators = evaluators_lib.build_evaluators(config, evaluators_lib.Context(
+      task=task, strategy=strategy, abstract_state=plan.abstract_state,
+      data_config=plan.data_config, info=plan.info, compile_eval=compile_eval,
+      evaluate=evaluate, params_for_host=lambda state: _host_params(plan, state)))
+  run_eval = evaluators[0].run  # the main evaluator: final metrics, best checkpoint
 
   with contextlib.ExitStack() as cleanup:  # the one clean-up path, whatever the exit
     checkpointer = Checkpointer(workdir, keep=config.train.keep_checkpoints,
@@ -441,7 +434,7 @@ def _run(plan: _Plan) -> dict:
                         every=config.train.log_every, enabled=is_main)
     cleanup.callback(progress.close)
     final = _train(plan, state, start_step, train_iter, checkpointer, writer, progress,
-                   run_eval, is_main)
+                   evaluators, is_main)
     if final.get("preempted"):
       return final
   # Finish, once everything is closed (the async saves on disk, metrics.jsonl complete).
@@ -454,10 +447,11 @@ def _run(plan: _Plan) -> dict:
 
 
 def _train(plan: _Plan, state, start_step: int, train_iter, checkpointer: Checkpointer,
-           writer: MetricWriter, progress: Progress, run_eval: Callable, is_main: bool
-           ) -> dict:
+           writer: MetricWriter, progress: Progress,
+           evaluators: list[evaluators_lib.Evaluator], is_main: bool) -> dict:
   """Steps ``start_step + 1 .. num_steps`` with logging, evaluation, checkpoints, the NaN
-  guard and preemption; returns the last eval metrics, or ``{'preempted': True, 'step'}``."""
+  guard and preemption; returns the main evaluator's last metrics, or ``{'preempted': True,
+  'step'}``."""
   config, workdir, strategy, task = plan.config, plan.workdir, plan.strategy, plan.setup.task
   num_steps = plan.num_steps
   info = plan.info
@@ -474,7 +468,7 @@ def _train(plan: _Plan, state, start_step: int, train_iter, checkpointer: Checkp
           f"{strategy.num_devices} device(s); {plan.flops_per_step / 1e9:.2f} GFLOP/step; "
           f"peak {peak / 1e12:.2f} TFLOP/s/device ({peak_source}); workdir {workdir}",
           flush=True)
-  tokens_per_example = info.max_length * info.towers
+  tokens_per_example = task.tokens_per_example
   window: list[tuple[int, dict]] = []
   window_start = time.perf_counter()
   last_saved = checkpointer.latest_step()
@@ -513,14 +507,18 @@ def _train(plan: _Plan, state, start_step: int, train_iter, checkpointer: Checkp
         writer.write(step, "train", shown)
         window, window_start = [], time.perf_counter()
       progress.update(step, shown)
-      if step % config.train.eval_every == 0 or step == num_steps:
-        final = run_eval(state)
-        writer.write(step, "eval", final)
-        if config.train.get("attention_images", False):
-          _log_attention_image(writer, step, task, plan.setup, state, strategy,
-                               plan.data_config, info)
+      for evaluator in evaluators:
+        if step % evaluator.every and step != num_steps:
+          continue
+        metrics_now = evaluator.run(state)
+        writer.write(step, evaluator.name, metrics_now)
+        if evaluator is evaluators[0]:
+          final = metrics_now
+          if config.train.get("attention_images", False):
+            _log_attention_image(writer, step, task, plan.setup, state, strategy,
+                                 plan.data_config, info)
+          checkpointer.save_if_best(step, strategy.to_checkpoint_state(state), final)
         writer.flush()
-        checkpointer.save_if_best(step, strategy.to_checkpoint_state(state), final)
       stop_now = preempted[0]
       if step % config.train.checkpoint_every == 0 or step == num_steps or stop_now:
         check_window()
@@ -534,6 +532,14 @@ def _train(plan: _Plan, state, start_step: int, train_iter, checkpointer: Checkp
                 "relaunch the same command to resume", flush=True)
         return {"preempted": True, "step": step}
   return final
+
+
+def _host_params(plan: _Plan, state) -> Any:
+  """The full parameters on this host (LoRA adapters merged), for host-side evaluators."""
+  params = jax.device_get(plan.strategy.to_checkpoint_state(state).params)
+  if plan.setup.finetuning.lora:
+    params = finetune_lib.merge_lora(params, plan.setup.finetuning.lora_scale)
+  return params
 
 
 def _log_attention_image(writer: MetricWriter, step: int, task, setup, state,
@@ -557,8 +563,7 @@ def _log_attention_image(writer: MetricWriter, step: int, task, setup, state,
   writer.write_image(step, "eval/attention", image)
 
 
-def _summarise(window: list[dict], task_metrics: tuple[str, ...] = ("accuracy",)
-               ) -> dict[str, float]:
+def _summarise(window: list[dict], task_metrics: tuple[str, ...]) -> dict[str, float]:
   """Means of loss, the task's metrics and skipped over the logging window; the last value
   of the rest."""
   last = {k: float(v) for k, v in window[-1].items()}

@@ -1,8 +1,7 @@
-"""The one pure train step ``(state, batch) -> (state, metrics)`` and classification's eval step.
+"""The one pure train step ``(state, batch) -> (state, metrics)``.
 
 The step is task-agnostic: a task (``attnjax.train.tasks``) supplies the per-batch loss
-``loss_fn(apply_fn, params, batch, rng) -> (loss, {metric: value})``; classification (the
-default) is :func:`classification_loss_fn`.
+``loss_fn(apply_fn, params, batch, rng) -> (loss, {metric: value})``.
 """
 
 from __future__ import annotations
@@ -21,35 +20,6 @@ NAN_POLICIES = ("stop", "skip", "off")
 LossFn = Callable[[Callable, Any, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 
 
-def classification_loss(logits: jax.Array, labels: jax.Array, *,
-                        label_smoothing: float = 0.0) -> jax.Array:
-  """Per-example softmax cross-entropy ``[batch]`` (float32) with optional label smoothing."""
-  num_classes = logits.shape[-1]
-  targets = jax.nn.one_hot(labels, num_classes)
-  if label_smoothing:
-    targets = optax.smooth_labels(targets, label_smoothing)
-  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
-
-
-def classification_loss_fn(*, label_smoothing: float = 0.0,
-                           model_kwargs: Callable[[Batch], dict] | None = None) -> LossFn:
-  """Softmax cross-entropy and accuracy of ``apply_fn(params, batch['inputs'])`` logits.
-
-  Args:
-    label_smoothing: as :func:`classification_loss`.
-    model_kwargs: extra keyword arguments of the model computed from the batch (e.g.
-      ``token_type_ids`` of sentence pairs); None passes none.
-  """
-  def loss_fn(apply_fn, params, batch, rng):
-    extra = model_kwargs(batch) if model_kwargs is not None else {}
-    logits = apply_fn({"params": params}, batch["inputs"], deterministic=False,
-                      rngs={"dropout": rng}, **extra)
-    loss = classification_loss(logits, batch["label"], label_smoothing=label_smoothing)
-    correct = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-    return loss.mean(), {"accuracy": correct}
-  return loss_fn
-
-
 def _split_microbatches(batch: Batch, k: int) -> Batch:
   """``[B, ...]`` -> ``[k, B/k, ...]`` taking every k-th row, so each microbatch is spread
   over all the devices that hold the batch (rows are sharded in contiguous blocks)."""
@@ -62,9 +32,8 @@ def _split_microbatches(batch: Batch, k: int) -> Batch:
   return jax.tree_util.tree_map(split, batch)
 
 
-def make_train_step(schedule: optax.Schedule, *, label_smoothing: float = 0.0,
-                    microbatches: int = 1, nan_policy: str = "stop",
-                    loss_fn: LossFn | None = None, trainable: Any = None
+def make_train_step(schedule: optax.Schedule, *, loss_fn: LossFn, microbatches: int = 1,
+                    nan_policy: str = "stop", trainable: Any = None
                     ) -> Callable[..., tuple[TrainState, dict]]:
   """Returns the pure train step ``train_step(state, batch, axis_name=None)``.
 
@@ -78,20 +47,20 @@ def make_train_step(schedule: optax.Schedule, *, label_smoothing: float = 0.0,
   * ``nan_policy='skip'`` leaves parameters and optimizer state unchanged on a step whose
     loss, gradients or updated parameters are not finite (the step counter still advances, ``skipped`` = 1).
 
-  * ``loss_fn`` (a task's loss, see :data:`LossFn`) defaults to classification with
-    ``label_smoothing``; its metrics join the step's metrics.
+  * ``loss_fn`` is the task's loss (:data:`LossFn`, ``Task.loss_fn``); its metrics join the
+    step's metrics. The step itself knows no task.
   * ``trainable``: a pytree of bools shaped like the params; False leaves are frozen
     (``stop_gradient``: zero gradients, and no weight-gradient matmuls are traced for them).
     The optimizer must leave them unchanged too (``attnjax.train.finetune``).
 
-  Metrics: loss, the task's metrics (accuracy for classification), learning rate, global
+  Metrics: loss, the task's metrics, learning rate, global
   norms of gradients, parameters and updates, and ``skipped``.
   """
   if nan_policy not in NAN_POLICIES:
     raise ValueError(f"config.train.nan_policy={nan_policy!r}; expected one of {NAN_POLICIES}")
   if microbatches < 1:
     raise ValueError(f"config.train.microbatches={microbatches} must be >= 1")
-  task_loss = loss_fn or classification_loss_fn(label_smoothing=label_smoothing)
+  task_loss = loss_fn
 
   def train_step(state: TrainState, batch: Batch, axis_name: str | None = None
                  ) -> tuple[TrainState, dict]:
@@ -147,28 +116,3 @@ def make_train_step(schedule: optax.Schedule, *, label_smoothing: float = 0.0,
     return new_state, metrics
 
   return train_step
-
-
-def classification_eval_sums(logits: jax.Array, labels: jax.Array,
-                             weight: jax.Array) -> dict[str, jax.Array]:
-  """Weighted sums of one batch: ``loss_sum``, ``correct_sum``, ``weight_sum`` and the
-  weighted ``confusion`` matrix ``[classes, classes]`` (row = label, column = prediction)."""
-  num_classes = logits.shape[-1]
-  weight = weight.astype(jnp.float32)
-  loss = classification_loss(logits, labels)
-  predictions = jnp.argmax(logits, -1)
-  correct = (predictions == labels).astype(jnp.float32)
-  confusion = jnp.einsum("bi,bj->ij", jax.nn.one_hot(labels, num_classes) * weight[:, None],
-                         jax.nn.one_hot(predictions, num_classes))
-  return {"loss_sum": jnp.sum(loss * weight), "correct_sum": jnp.sum(correct * weight),
-          "weight_sum": jnp.sum(weight), "confusion": confusion}
-
-
-def eval_step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
-  """Classification's weighted sums over one eval batch (see :func:`classification_eval_sums`).
-
-  ``batch['weight']`` is 1 for real examples and 0 for padding, so summing over batches and
-  dividing gives exact means over the split.
-  """
-  logits = state.apply_fn({"params": state.params}, batch["inputs"], deterministic=True)
-  return classification_eval_sums(logits, batch["label"], batch["weight"])

@@ -24,13 +24,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from attnjax.data import DatasetInfo
 from attnjax.layers import EncoderConfig
-from attnjax.models import MaskedLanguageModel, bert_masking, build_classifier, encoder_config
+from attnjax.models import bert_masking, build_model
 from attnjax.registry import Registry
 from attnjax.train import metrics as metrics_lib
-from attnjax.train.steps import Batch, LossFn, classification_eval_sums, classification_loss_fn
+from attnjax.train.flops import train_flops_per_step
+from attnjax.train.steps import Batch, LossFn
 from attnjax.train.state import TrainState
 
 Sums = dict[str, Any]
@@ -39,12 +41,13 @@ Outputs = dict[str, np.ndarray]
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-  """One kind of problem, as the train step and the loop use it.
+  """One kind of problem, as the train step, the loop, the evaluators and the sweep use it.
 
   Attributes:
     name: the registered task name.
-    model: the flax module (``model.apply`` is the state's ``apply_fn`` before any wrapping).
-    encoder: the model's EncoderConfig (FLOPs, export, fine-tuning).
+    model: the flax module (``model.apply`` is the state's ``apply_fn`` before any wrapping);
+      it takes the batch dict (see ``attnjax.models.registry``).
+    encoder: the model's (encoder's or decoder's) EncoderConfig (FLOPs, export, layers).
     loss_fn: ``loss_fn(apply_fn, params, batch, rng) -> (mean loss, {metric: mean})``.
     eval_fn: ``eval_fn(state, batch)`` -> weighted sums ``{name: array}``, or
       ``(sums, outputs)`` with per-example ``outputs`` ``{name: [batch, ...]}`` when
@@ -52,12 +55,16 @@ class Task:
     finalize: ``finalize(sums, outputs)`` -> final metrics; ``sums`` summed over every
       batch (numpy), ``outputs`` concatenated over batches with padding rows removed (None
       unless ``gathers_outputs``).
+    init_batch: the batch (numpy, batch size 1) the model is initialised from.
+    flops_per_example: matmul FLOPs of forward + backward per training example (MFU).
+    tokens_per_example: token positions per training example (tokens/s).
+    metric: the eval metric that ranks runs (sweep tables, best checkpoint by default).
+    metric_mode: ``max`` or ``min``: which way ``metric`` is better.
     gathers_outputs: whether ``eval_fn`` returns per-example outputs.
     train_metrics: the loss function's metrics, averaged over a logging window.
     summary: eval metrics printed at the end of a run.
-    extra_flops_per_example: matmul FLOPs of forward + backward beyond the encoder and a
-      ``num_classes`` head, per tower (the masked-LM head over every position; the MLP of
-      a two-tower head).
+    decoder: for tasks that generate (``causal_lm``, ``seq2seq``): whether decoding
+      evaluators may run on it.
   """
 
   name: str
@@ -66,10 +73,15 @@ class Task:
   loss_fn: LossFn
   eval_fn: Callable[[TrainState, Batch], Any]
   finalize: Callable[[Sums, Outputs | None], dict[str, float]]
+  init_batch: Batch
+  flops_per_example: float
+  tokens_per_example: int
+  metric: str = "loss"
+  metric_mode: str = "min"
   gathers_outputs: bool = False
   train_metrics: tuple[str, ...] = ()
   summary: tuple[str, ...] = ("loss",)
-  extra_flops_per_example: float = 0.0
+  decoder: bool = False
 
 
 TaskBuilder = Callable[[ml_collections.ConfigDict, DatasetInfo], Task]
@@ -82,6 +94,39 @@ def task_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if task is None:
     return ml_collections.ConfigDict({"name": "classification"})
   return task
+
+
+#: name -> (metric, mode) each registered task ranks runs by (``Task.metric``), readable
+#: without building the task (the sweep reads it from a point's config).
+TASK_METRICS: dict[str, tuple[str, str]] = {}
+
+
+def register_task(name: str, *, metric: str, mode: str) -> Callable[[TaskBuilder], TaskBuilder]:
+  """Registers a task builder under ``name`` with the eval metric that ranks its runs."""
+  if mode not in ("max", "min"):
+    raise ValueError(f"task {name!r}: metric mode {mode!r}; expected 'max' or 'min'")
+
+  def add(builder: TaskBuilder) -> TaskBuilder:
+    TASKS.register(name, builder)
+    TASK_METRICS[name] = (metric, mode)
+    return builder
+  return add
+
+
+def task_metric(config: ml_collections.ConfigDict) -> tuple[str, str]:
+  """``(metric, 'max'|'min')`` that ranks runs of ``config``'s task."""
+  name = task_config(config).get("name", "classification")
+  TASKS.get(name)  # an unknown task lists the known ones
+  return TASK_METRICS[name]
+
+
+def _init_batch(info: DatasetInfo) -> Batch:
+  """The dataset's dummy batch of one example, token ids set to a non-padding id."""
+  batch = info.dummy_batch(1)
+  for key in ("inputs", "targets"):
+    if key in batch:
+      batch[key] = np.full_like(batch[key], info.pad_id + 1)
+  return batch
 
 
 def build_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task:
@@ -135,6 +180,11 @@ def _model_kwargs(info: DatasetInfo, encoder: EncoderConfig) -> Callable[[Batch]
   return None
 
 
+def _model_name(config: ml_collections.ConfigDict, default: str) -> str:
+  """``config.model.name``, or the task's default model."""
+  return config.model.get("name") or default
+
+
 def _forward(state: TrainState, batch: Batch, kwargs_fn) -> jax.Array:
   extra = kwargs_fn(batch) if kwargs_fn is not None else {}
   return state.apply_fn({"params": state.params}, batch["inputs"], deterministic=True, **extra)
@@ -142,6 +192,62 @@ def _forward(state: TrainState, batch: Batch, kwargs_fn) -> jax.Array:
 
 # ---------------------------------------------------------------------------------------
 # classification
+
+
+def classification_loss(logits: jax.Array, labels: jax.Array, *,
+                        label_smoothing: float = 0.0) -> jax.Array:
+  """Per-example softmax cross-entropy ``[batch]`` (float32) with optional label smoothing."""
+  num_classes = logits.shape[-1]
+  targets = jax.nn.one_hot(labels, num_classes)
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def classification_loss_fn(*, label_smoothing: float = 0.0,
+                           model_kwargs: Callable[[Batch], dict] | None = None) -> LossFn:
+  """Softmax cross-entropy and accuracy of ``apply_fn(params, batch['inputs'])`` logits.
+
+  Args:
+    label_smoothing: as :func:`classification_loss`.
+    model_kwargs: extra keyword arguments of the model computed from the batch (e.g.
+      ``token_type_ids`` of sentence pairs); None passes none.
+  """
+  def loss_fn(apply_fn, params, batch, rng):
+    extra = model_kwargs(batch) if model_kwargs is not None else {}
+    logits = apply_fn({"params": params}, batch["inputs"], deterministic=False,
+                      rngs={"dropout": rng}, **extra)
+    loss = classification_loss(logits, batch["label"], label_smoothing=label_smoothing)
+    correct = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+    return loss.mean(), {"accuracy": correct}
+  return loss_fn
+
+
+
+
+def classification_eval_sums(logits: jax.Array, labels: jax.Array,
+                             weight: jax.Array) -> dict[str, jax.Array]:
+  """Weighted sums of one batch: ``loss_sum``, ``correct_sum``, ``weight_sum`` and the
+  weighted ``confusion`` matrix ``[classes, classes]`` (row = label, column = prediction)."""
+  num_classes = logits.shape[-1]
+  weight = weight.astype(jnp.float32)
+  loss = classification_loss(logits, labels)
+  predictions = jnp.argmax(logits, -1)
+  correct = (predictions == labels).astype(jnp.float32)
+  confusion = jnp.einsum("bi,bj->ij", jax.nn.one_hot(labels, num_classes) * weight[:, None],
+                         jax.nn.one_hot(predictions, num_classes))
+  return {"loss_sum": jnp.sum(loss * weight), "correct_sum": jnp.sum(correct * weight),
+          "weight_sum": jnp.sum(weight), "confusion": confusion}
+
+
+def classification_eval_step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
+  """Classification's weighted sums over one eval batch (see :func:`classification_eval_sums`).
+
+  ``batch['weight']`` is 1 for real examples and 0 for padding, so summing over batches and
+  dividing gives exact means over the split.
+  """
+  logits = state.apply_fn({"params": state.params}, batch["inputs"], deterministic=True)
+  return classification_eval_sums(logits, batch["label"], batch["weight"])
 
 
 def classification_metrics(sums: Sums, outputs: Outputs | None = None) -> dict[str, float]:
@@ -168,12 +274,24 @@ def _tower_head_flops(model: nn.Module) -> float:
   return 3.0 * (mlp - model.towers * 2 * d * c)
 
 
-@TASKS.register("classification")
+def _classifier_flops(config: ml_collections.ConfigDict, info: DatasetInfo,
+                      model: nn.Module) -> float:
+  """Forward + backward FLOPs per example: one encoder pass per tower, and the head."""
+  batch = int(config.train.batch_size) * info.towers
+  encoder = train_flops_per_step(model.encoder, model.num_classes, info.max_length, batch)
+  return encoder * info.towers / batch + _tower_head_flops(model)
+
+
+def _classifier(config: ml_collections.ConfigDict, info: DatasetInfo, num_classes: int):
+  return build_model(_model_name(config, "classifier"), config.model,
+                     vocab_size=model_vocab(config, info)[0], max_length=info.max_length,
+                     num_classes=num_classes, pad_id=info.pad_id, towers=info.towers)
+
+
+@register_task("classification", metric="accuracy", mode="max")
 def classification_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task:
   """Sequence, sentence-pair or two-tower classification into ``info.num_classes`` classes."""
-  model = build_classifier(config.model, vocab_size=model_vocab(config, info)[0],
-                           max_length=info.max_length, num_classes=info.num_classes,
-                           pad_id=info.pad_id, towers=info.towers)
+  model = _classifier(config, info, info.num_classes)
   kwargs_fn = _model_kwargs(info, model.encoder)
 
   def eval_fn(state: TrainState, batch: Batch) -> Sums:
@@ -184,9 +302,10 @@ def classification_task(config: ml_collections.ConfigDict, info: DatasetInfo) ->
       name="classification", model=model, encoder=model.encoder,
       loss_fn=classification_loss_fn(label_smoothing=config.train.get("label_smoothing", 0.0),
                                       model_kwargs=kwargs_fn),
-      eval_fn=eval_fn, finalize=classification_metrics, train_metrics=("accuracy",),
-      summary=("accuracy", "f1_macro", "matthews", "loss"),
-      extra_flops_per_example=_tower_head_flops(model))
+      eval_fn=eval_fn, finalize=classification_metrics, init_batch=_init_batch(info),
+      flops_per_example=_classifier_flops(config, info, model),
+      tokens_per_example=info.max_length * info.towers, metric="accuracy", metric_mode="max",
+      train_metrics=("accuracy",), summary=("accuracy", "f1_macro", "matthews", "loss"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -210,12 +329,10 @@ def regression_metrics(sums: Sums, outputs: Outputs | None) -> dict[str, float]:
   return out
 
 
-@TASKS.register("regression")
+@register_task("regression", metric="pearson", mode="max")
 def regression_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task:
   """One real-valued output per sequence (e.g. STS-B similarity), mean squared error."""
-  model = build_classifier(config.model, vocab_size=model_vocab(config, info)[0],
-                           max_length=info.max_length, num_classes=1, pad_id=info.pad_id,
-                           towers=info.towers)
+  model = _classifier(config, info, 1)
   kwargs_fn = _model_kwargs(info, model.encoder)
 
   def loss_fn(apply_fn, params, batch, rng):
@@ -232,9 +349,10 @@ def regression_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Tas
     return sums, {"prediction": pred, "target": target, "weight": weight}
 
   return Task(name="regression", model=model, encoder=model.encoder, loss_fn=loss_fn,
-              eval_fn=eval_fn, finalize=regression_metrics, gathers_outputs=True,
-              summary=("pearson", "spearman", "mse"),
-              extra_flops_per_example=_tower_head_flops(model))
+              eval_fn=eval_fn, finalize=regression_metrics, init_batch=_init_batch(info),
+              flops_per_example=_classifier_flops(config, info, model),
+              tokens_per_example=info.max_length * info.towers, metric="pearson",
+              metric_mode="max", gathers_outputs=True, summary=("pearson", "spearman", "mse"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -273,7 +391,7 @@ def masked_lm_metrics(sums: Sums, outputs: Outputs | None = None) -> dict[str, f
           "num_examples": int(float(sums["weight_sum"])), "num_tokens": int(tokens)}
 
 
-@TASKS.register("masked_lm")
+@register_task("masked_lm", metric="accuracy", mode="max")
 def masked_lm_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task:
   """BERT masked-language-model pretraining (15% of tokens, 80/10/10) with a tied head.
 
@@ -287,9 +405,10 @@ def masked_lm_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task
     weight = batch.get("weight")
     return ids, None if weight is None else jnp.repeat(weight, towers)
 
-  enc = encoder_config(config.model, vocab_size=masking["vocab_size"],
-                       max_length=info.max_length, pad_id=info.pad_id)
-  model = MaskedLanguageModel(enc)
+  model = build_model(_model_name(config, "masked_lm"), config.model,
+                      vocab_size=masking["vocab_size"], max_length=info.max_length,
+                      pad_id=info.pad_id)
+  enc = model.config
   eval_seed = int(task_config(config).get("eval_mask_seed", 0))
 
   def token_stats(logits, targets, weights):
@@ -321,6 +440,10 @@ def masked_lm_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task
   d = enc.hidden_size
   # Transform (d x d) and tied output (d x vocab) at every position, forward + backward.
   head = 3.0 * towers * info.max_length * (2 * d * d + 2 * d * masking["vocab_size"])
+  batch = int(config.train.batch_size) * towers
+  encoder = train_flops_per_step(enc, 0, info.max_length, batch) * towers / batch
   return Task(name="masked_lm", model=model, encoder=enc, loss_fn=loss_fn, eval_fn=eval_fn,
-              finalize=masked_lm_metrics, train_metrics=("accuracy",),
-              summary=("loss", "accuracy", "perplexity"), extra_flops_per_example=head)
+              finalize=masked_lm_metrics, init_batch=_init_batch(info),
+              flops_per_example=encoder + head, tokens_per_example=info.max_length * towers,
+              metric="accuracy", metric_mode="max", train_metrics=("accuracy",),
+              summary=("loss", "accuracy", "perplexity"))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from attnjax import data as data_lib
-from attnjax.train import (Checkpointer, create_model_and_state, eval_step, evaluate,
+from attnjax.train.tasks import classification_metrics
+from attnjax.train import (Checkpointer, create_model_and_state, classification_eval_step, evaluate,
                            read_metrics, train_and_evaluate)
 
 
@@ -82,8 +83,8 @@ def test_checkpoint_round_trip_evaluates_identically(smoke_config, tmp_path):
   rng = jax.random.PRNGKey(3)
   state = jax.jit(init_state)(rng)
   batches = list(data_lib.make_eval_iterator(config.data, split="test", global_batch_size=128))
-  eval_fn = jax.jit(eval_step)
-  before = evaluate(eval_fn, state, batches)
+  eval_fn = jax.jit(classification_eval_step)
+  before = evaluate(eval_fn, state, batches, finalize=classification_metrics)
   train_iter = data_lib.make_train_iterator(config.data, global_batch_size=16, seed=0)
   next(train_iter)
   ckpt = Checkpointer(str(tmp_path), async_save=True)
@@ -93,7 +94,7 @@ def test_checkpoint_round_trip_evaluates_identically(smoke_config, tmp_path):
   restored, data_state, step = Checkpointer(str(tmp_path)).restore(
       jax.eval_shape(init_state, rng))
   assert step == 7
-  assert evaluate(eval_fn, restored, batches) == before
+  assert evaluate(eval_fn, restored, batches, finalize=classification_metrics) == before
   fresh_iter = data_lib.make_train_iterator(config.data, global_batch_size=16, seed=0)
   fresh_iter.set_state(data_state)
   got = next(fresh_iter)

@@ -10,6 +10,7 @@ import pytest
 from attnjax import data as data_lib
 from attnjax.train import Checkpointer, create_model_and_state, make_train_step, train_and_evaluate
 from attnjax.train import read_metrics
+from attnjax.train.loop import create_setup
 from attnjax.train.parallel import build_strategy, mesh_shape, partition_spec
 
 STEPS = 5
@@ -27,12 +28,13 @@ def _config(smoke_config, strategy="jit", data=-1, fsdp=1, tensor=1):
 
 def _losses(config, batches, microbatches=1):
   info = data_lib.get_dataset_info(config.data)
-  _, init_state, schedule = create_model_and_state(config, info)
+  setup = create_setup(config, info)
+  init_state, schedule = setup.init_state, setup.schedule
   strategy = build_strategy(config.parallel, global_batch_size=config.train.batch_size)
   abstract = jax.eval_shape(init_state, jax.random.PRNGKey(0))
   state = strategy.init_state(init_state, abstract, jax.random.PRNGKey(0))
-  step = strategy.compile_train_step(make_train_step(schedule, microbatches=microbatches),
-                                     abstract)
+  step = strategy.compile_train_step(
+      make_train_step(schedule, loss_fn=setup.task.loss_fn, microbatches=microbatches), abstract)
   losses = []
   for batch in batches:
     state, metrics = step(state, strategy.put_batch(batch))
