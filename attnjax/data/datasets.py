@@ -158,6 +158,8 @@ class DatasetSpec:
       it); ``None`` for a dataset without options.
     tokenizer: ``tokenizer(data_config)`` -> the dataset's ``tokenizers.Tokenizer`` (to
       decode ids into text, and saved with a run); ``None`` where ids are not text.
+    tokenizer_file: ``tokenizer_file(data_config)`` -> the ``tokenizer.json`` a vocabulary
+      trained for this dataset is cached in (None where the tokenizer is not a file).
   """
   info: DatasetInfo
   splits: tuple[str, ...]
@@ -169,6 +171,7 @@ class DatasetSpec:
   check: Callable[[Any], None] | None = None
   variant: Callable[[Any], DatasetSpec] | None = None
   tokenizer: Callable[[Any], Any] | None = None
+  tokenizer_file: Callable[[Any], pathlib.Path | None] | None = None
 
   def check_split(self, split: str) -> None:
     """Raises ValueError naming ``split`` and the available ones if unknown."""
@@ -244,6 +247,9 @@ def resolve_data_config(data_config: Any) -> Any:
     return data_config
   base = DATASETS.get(name)
   if base.variant is None:
+    if data_config.get("pack", False):
+      raise ValueError(f"config.data.pack=True: dataset {name!r} has fixed-length examples "
+                       "and cannot be packed (packing is for the text datasets)")
     return data_config
   spec = base.variant(data_config)
   if spec.info.name == data_config.get("name"):
@@ -265,6 +271,16 @@ def dataset_tokenizer(data_config: Any):
     return None
   spec = DATASETS.get(name)
   return None if spec.tokenizer is None else spec.tokenizer(data_config)
+
+
+def dataset_tokenizer_file(data_config: Any) -> pathlib.Path | None:
+  """The file a (resolved) dataset's trained tokenizer is cached in (copy it into a run as
+  ``tokenizer.json``), or None when it has none (pretrained, character or no tokenizer)."""
+  name = data_config.get("name")
+  if name not in DATASETS:
+    return None
+  spec = DATASETS.get(name)
+  return None if spec.tokenizer_file is None else spec.tokenizer_file(data_config)
 
 
 def get_dataset_spec(name: str) -> DatasetSpec:

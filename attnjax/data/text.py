@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import ml_collections
 import numpy as np
 
+from attnjax.data import arithmetic
 from attnjax.data import datasets
 
 MINILM_VOCAB_SIZE = 30522
@@ -621,7 +622,18 @@ def _make_spec(source: TextSource, name: str, options: TextOptions,
       variant=(lambda data_config: _variant(source, data_config)) if name == source.name
       else None,
       tokenizer=lambda data_config: load_text_tokenizer(tokenizer, source=source,
-                                                        data_config=data_config))
+                                                        data_config=data_config),
+      tokenizer_file=lambda data_config: _tokenizer_file(tokenizer, source, data_config))
+
+
+def _tokenizer_file(spec: str, source: TextSource, data_config: Any) -> pathlib.Path | None:
+  """The trained vocabulary's cache (trained now if missing), or the user's JSON file."""
+  cache = trained_tokenizer_file(spec, source=source, data_config=data_config)
+  if cache is not None:
+    load_text_tokenizer(spec, source=source, data_config=data_config)
+    return cache
+  path = pathlib.Path(spec).expanduser()
+  return path if path.is_file() else None
 
 
 def _variant(source: TextSource, data_config: Any) -> datasets.DatasetSpec:
@@ -784,3 +796,56 @@ register_text_source(TextSource(
 register_text_source(TextSource(
     name="imdb_reviews", read=_catalog_reader("imdb_reviews"), splits=("train", "test"),
     max_length=256, num_train=25_000, num_eval=25_000, label_names=("neg", "pos")))
+
+
+def _builder_reader(module: str, builder: str, config_name: str | None = None):
+  """Reads a split of one of this package's builders (prepared on first use)."""
+  def read(data_config: Any, split: str) -> Sequence[Mapping[str, Any]]:
+    import importlib  # pylint: disable=import-outside-toplevel
+    builder_cls = getattr(importlib.import_module(f"attnjax.data.{module}"), builder)
+    kwargs = {"config": config_name} if config_name else {}
+    prepared = datasets.prepare_builder(builder_cls, datasets.resolve_data_dir(data_config),
+                                        **kwargs)
+    return prepared.as_data_source(split)
+  return read
+
+
+def _translation_reader(tfds_name: str, module: str):
+  """A catalog translation dataset; its TFDS module is imported first because
+  ``tensorflow_datasets`` registers the ``translate`` builders only on import."""
+  def read(data_config: Any, split: str) -> Sequence[Mapping[str, Any]]:
+    import importlib  # pylint: disable=import-outside-toplevel
+    importlib.import_module(f"tensorflow_datasets.translate.{module}")
+    from attnjax.data.catalog import catalog_source  # pylint: disable=import-outside-toplevel
+    return catalog_source(tfds_name, data_config, split)
+  return read
+
+
+_SPLITS3 = ("train", "validation", "test")
+register_text_source(TextSource(
+    name="code_lm", read=_builder_reader("stdlib_code", "StdlibCode", "files"),
+    text_keys=(), label_key=None, label_type="none", num_classes=0, kind="causal_lm",
+    splits=_SPLITS3, eval_split="validation", tokenizer="bpe:4096", max_length=256))
+register_text_source(TextSource(
+    name="code_summarization", read=_builder_reader("stdlib_code", "StdlibCode", "functions"),
+    text_keys=("source", "summary"), label_key=None, label_type="none", num_classes=0,
+    kind="seq2seq", splits=_SPLITS3, eval_split="validation", tokenizer="bpe:8000",
+    max_length=256, target_length=32))
+register_text_source(TextSource(
+    name="addition", read=_builder_reader("arithmetic", "Addition"),
+    text_keys=("source", "target"), label_key=None, label_type="none", num_classes=0,
+    kind="seq2seq", splits=_SPLITS3, eval_split="validation",
+    tokenizer=f"chars:{arithmetic.ALPHABET}", max_length=arithmetic.SOURCE_LENGTH,
+    target_length=arithmetic.TARGET_LENGTH, num_train=arithmetic.SPLIT_SIZES["train"],
+    num_eval=arithmetic.SPLIT_SIZES["validation"]))
+register_text_source(TextSource(
+    name="wmt14_translate/de-en", read=_translation_reader("wmt14_translate/de-en", "wmt14"),
+    text_keys=("de", "en"), label_key=None, label_type="none", num_classes=0, kind="seq2seq",
+    splits=_SPLITS3, eval_split="validation", tokenizer="bpe:16000", max_length=128,
+    target_length=128, num_train=4_508_785, num_eval=3_000))
+register_text_source(TextSource(
+    name="ted_hrlr_translate/pt_to_en",
+    read=_translation_reader("ted_hrlr_translate/pt_to_en", "ted_hrlr"),
+    text_keys=("pt", "en"), label_key=None, label_type="none", num_classes=0, kind="seq2seq",
+    splits=_SPLITS3, eval_split="validation", tokenizer="bpe:8000", max_length=128,
+    target_length=128, num_train=51_785, num_eval=1_193))
