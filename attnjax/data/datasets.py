@@ -86,8 +86,13 @@ class DatasetInfo:
       (float32 for ``label_type='float'``). Key conventions: causal LM ``inputs``,
       ``targets`` (next token, ``pad_id`` where none), ``segment_ids`` (0 = padding,
       1..n per packed document), ``positions`` (from 0 per segment), all int32 ``[L]``;
-      seq2seq ``inputs`` int32 ``[Ls]`` (source) and ``targets`` int32 ``[Lt]`` (target
-      ids ending in EOS, ``pad_id`` after).
+      seq2seq ``inputs`` int32 ``[Ls]`` (source ids ending in EOS) and ``targets`` int32
+      ``[Lt]`` (target ids ending in EOS, ``pad_id`` after; decoder inputs are the targets
+      shifted right behind ``bos_id``); packed classification (``config.data.pack``)
+      ``inputs``, ``segment_ids``, ``positions`` ``[L]`` and per packed sequence ``label``
+      ``[max_segments]`` with ``label_weight`` float32 ``[max_segments]`` (1 = a real
+      sequence; eval batches' row ``weight`` multiplies it); causal LM rows also carry
+      ``num_bytes`` int32 ``[]``, the UTF-8 bytes of their targets (bits per byte).
   """
   name: str
   vocab_size: int
