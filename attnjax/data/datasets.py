@@ -165,6 +165,8 @@ class DatasetSpec:
       decode ids into text, and saved with a run); ``None`` where ids are not text.
     tokenizer_file: ``tokenizer_file(data_config)`` -> the ``tokenizer.json`` a vocabulary
       trained for this dataset is cached in (None where the tokenizer is not a file).
+    resolved_from: for a variant :func:`resolve_data_config` registered, the name it was
+      resolved from ('' otherwise); such a name is final (resolving it again keeps it).
   """
   info: DatasetInfo
   splits: tuple[str, ...]
@@ -177,6 +179,7 @@ class DatasetSpec:
   variant: Callable[[Any], DatasetSpec] | None = None
   tokenizer: Callable[[Any], Any] | None = None
   tokenizer_file: Callable[[Any], pathlib.Path | None] | None = None
+  resolved_from: str = ""
 
   def check_split(self, split: str) -> None:
     """Raises ValueError naming ``split`` and the available ones if unknown."""
@@ -246,6 +249,8 @@ def resolve_data_config(data_config: Any) -> Any:
   rows fail before a run writes anything.
   """
   name = data_config.get("name")
+  if name in DATASETS and DATASETS.get(name).resolved_from:
+    return data_config  # resolved already
   if _has_files(data_config):
     name = FILES_DATASET
   if name not in DATASETS:
@@ -260,7 +265,8 @@ def resolve_data_config(data_config: Any) -> Any:
   if spec.info.name == data_config.get("name"):
     return data_config
   if spec.info.name not in DATASETS:
-    DATASETS.register(spec.info.name, spec)
+    DATASETS.register(spec.info.name,
+                      dataclasses.replace(spec, variant=None, resolved_from=name))
   # pylint: disable-next=import-outside-toplevel
   import ml_collections
   resolved = ml_collections.ConfigDict(

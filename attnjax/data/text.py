@@ -1,16 +1,25 @@
 """Text datasets: raw text from TFDS, tokenized in the pipeline with a ``tokenizers`` tokenizer.
 
 A *text source* (:class:`TextSource`, registered in ``DATASETS`` through
-:func:`register_text_source`) says where raw records come from and which fields are text and
-label: the offline standard-library docstrings (``stdlib_docstrings``, the
-8-way demo task, and ``stdlib_corpus`` for masked-LM pretraining), the TFDS catalog datasets
-``glue/sst2``, ``glue/mrpc``, ``glue/stsb`` and ``imdb_reviews`` when the user has prepared
-them, and the user's own files (``config.data.files``; see ``attnjax/data/text_files.py``).
+:func:`register_text_source`) says where raw records come from, which fields are text and
+label, and what kind of examples they make (``TextSource.kind``):
 
-A dataset is a source plus a tokenizer and a ``max_length``. Each source is registered in
-``DATASETS`` with its default tokenizer and length; its spec's ``variant`` gives the variant a
-config asks for (``config.data.tokenizer``, ``config.data.max_length``, ``config.data.files``,
-...), which :func:`attnjax.data.resolve_data_config` registers under a concrete name like
+* labelled text: the offline standard-library docstrings (``stdlib_docstrings``, the 8-way
+  demo task; ``stdlib_corpus``, a corpus for masked-LM pretraining), the TFDS catalog
+  datasets ``glue/sst2``, ``glue/mrpc``, ``glue/stsb`` and ``imdb_reviews`` when the user has
+  prepared them, and the user's own files (``config.data.files``; ``attnjax/data/text_files.py``);
+* causal LM: ``code_lm``, the installed standard library's source files
+  (``attnjax/data/stdlib_code.py``), as packed next-token rows;
+* seq2seq: ``code_summarization`` (function source -> first docstring sentence),
+  ``addition`` (``"123+45" -> "168"``, ``attnjax/data/arithmetic.py``), the catalog's
+  ``wmt14_translate/de-en`` and ``ted_hrlr_translate/pt_to_en`` when prepared, and the user's
+  parallel files (``config.data.files`` with ``source_column`` and ``target_column``).
+
+A dataset is a source plus options (:class:`TextOptions`): ``config.data.tokenizer``,
+``max_length``, ``target_length`` (seq2seq), ``pack`` and ``max_segments`` (first-fit
+packing, ``attnjax/data/packing.py``). Each source is registered in ``DATASETS`` with its
+defaults; its spec's ``variant`` gives the variant a config asks for, which
+:func:`attnjax.data.resolve_data_config` registers under a concrete name like
 ``stdlib_docstrings[minilm,64]`` and returns the data config naming it. Tokenizers:
 
 * ``minilm``: all-MiniLM-L6-v2's (BERT uncased WordPiece, 30,522 tokens), offline;
@@ -18,12 +27,20 @@ config asks for (``config.data.tokenizer``, ``config.data.max_length``, ``config
   one an attnjax pretraining run saved in its workdir);
 * ``wordpiece:<size>``: a WordPiece vocabulary trained on the source's training texts
   (BERT normalisation, lower case; ``[PAD]`` = 0, ``[UNK]``, ``[CLS]``, ``[SEP]``,
-  ``[MASK]`` = 1..4), cached under ``<data_dir>/tokenizers/``.
+  ``[MASK]`` = 1..4), cached under ``<data_dir>/tokenizers/``;
+* ``bpe:<size>``: a byte-level BPE trained likewise (``<pad>`` = 0, ``<bos>`` = 1,
+  ``<eos>`` = 2; every byte encodes, decoding is exact), cached the same way;
+* ``chars:<alphabet>``: one id per character (``<pad>``, ``<bos>``, ``<eos>``, ``<unk>`` =
+  0..3 first).
 
-Records become ``{'tokens': [CLS] A [SEP] (B [SEP]), 'label'}``, truncated to ``max_length``
-(the pipeline pads). Corpus sources are *packed*: documents are tokenized, joined with
-``[SEP]`` and cut into rows of ``[CLS] ... [SEP]`` of ``max_length`` tokens, so almost no
-token is spent on padding. Float labels (regression) are float32 ``label`` features.
+Labelled records become ``{'tokens': [CLS] A [SEP] (B [SEP]), 'label'}``, truncated to
+``max_length`` (the pipeline pads); float labels (regression) are float32 ``label`` features.
+Corpus sources are *packed*: documents are tokenized, joined with ``[SEP]`` and cut into rows
+of ``[CLS] ... [SEP]`` of ``max_length`` tokens, so almost no token is spent on padding; with
+``pack=True`` each document is cut into ``[CLS] piece [SEP]`` examples instead, packed
+first-fit with ``segment_ids`` and ``positions``. Causal-LM documents become
+``<bos> ids <eos>`` cut into next-token chunks (:func:`causal_lm_chunks`), packed first-fit.
+Seq2seq records become source and target ids, each ending in ``<eos>``.
 """
 
 from __future__ import annotations
@@ -618,9 +635,7 @@ def _make_spec(source: TextSource, name: str, options: TextOptions,
   return datasets.DatasetSpec(
       info=info, splits=source.splits, source=read, inputs_key="tokens", label_key="label",
       train_split=source.train_split, eval_split=source.eval_split,
-      # Only the source's default entry has options; a concrete variant is final.
-      variant=(lambda data_config: _variant(source, data_config)) if name == source.name
-      else None,
+      variant=lambda data_config: _variant(source, data_config),
       tokenizer=lambda data_config: load_text_tokenizer(tokenizer, source=source,
                                                         data_config=data_config),
       tokenizer_file=lambda data_config: _tokenizer_file(tokenizer, source, data_config))

@@ -187,6 +187,7 @@ def test_pack_true_packs_classification_and_masked_lm_rows(tmp_path, code_dir):
                   files={"train": train, "test": train}, max_length=16, pack=True,
                   max_segments=4)
   info = data_lib.get_dataset_info(cfg)
+  assert data_lib.resolve_data_config(cfg).name == cfg.name  # resolved once for all
   assert info.features["label"] == data_lib.Feature((4,), np.int32)
   batches = list(data_lib.make_eval_iterator(cfg, global_batch_size=2))
   _check_features(batches[0], info)
