@@ -59,6 +59,11 @@ class Feature:
     object.__setattr__(self, "dtype", np.dtype(self.dtype))
 
 
+class _DerivedFeatures(dict):
+  """Features derived from the other fields (not declared): re-derived by
+  ``dataclasses.replace``, so ``replace(info, towers=2)`` gets ``[2, L]`` inputs."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
   """What the model and the task need to know about a dataset.
@@ -111,8 +116,9 @@ class DatasetInfo:
   def __post_init__(self):
     if self.label_type not in LABEL_TYPES:
       raise ValueError(f"label_type={self.label_type!r}; expected one of {LABEL_TYPES}")
-    if self.features is None:
-      features = {"inputs": Feature(self.input_shape, np.int32)}
+    if self.features is None or isinstance(self.features, _DerivedFeatures):
+      inputs = (self.max_length,) if self.towers == 1 else (self.towers, self.max_length)
+      features = _DerivedFeatures(inputs=Feature(inputs, np.int32))
       if self.label_type != "none":
         features["label"] = Feature((), np.float32 if self.label_type == "float" else np.int32)
     else:
@@ -125,9 +131,7 @@ class DatasetInfo:
   @property
   def input_shape(self) -> tuple[int, ...]:
     """Shape of one example's ``inputs``: ``(L,)``, or ``(towers, L)`` when towers > 1."""
-    if self.features is not None and "inputs" in self.features:
-      return self.features["inputs"].shape
-    return (self.max_length,) if self.towers == 1 else (self.towers, self.max_length)
+    return self.features["inputs"].shape
 
   def dummy_batch(self, batch_size: int = 1) -> dict[str, np.ndarray]:
     """Zeros of every feature with a leading batch axis: ``{name: [batch_size, *shape]}``.
