@@ -34,6 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.eval_split = "test"            # split used for periodic and final evaluation
   config.data.worker_count = 0               # Grain worker processes (0 = in the main process)
   config.data.read_threads = 0               # tiny records: threaded reads cost more than they save
+  config.data.pack = False                   # first-fit packing into rows with segment_ids (text datasets only)
 
   config.task = ml_collections.ConfigDict()
   config.task.name = "classification"        # classification | regression | masked_lm (attnjax.train.tasks)

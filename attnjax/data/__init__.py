@@ -7,7 +7,11 @@ and, when the user has prepared them, the catalog-backed ``imdb_bytes_1k``,
 ``imdb_bytes_4k`` and ``cifar10_gray``; from the user's LRA AAN files, the two-tower
 ``aan_bytes_4k`` and ``aan_bytes_1k``; the tokenized text datasets of
 ``attnjax.data.text``: ``stdlib_docstrings``, ``stdlib_corpus``, ``glue/sst2``,
-``glue/mrpc``, ``glue/stsb``, ``imdb_reviews`` and the user's files).
+``glue/mrpc``, ``glue/stsb``, ``imdb_reviews`` and the user's files (``text_files``: labelled
+text, or parallel text for translation); the causal LM ``code_lm`` and the seq2seq
+``code_summarization`` (the installed standard library's source, ``attnjax.data.stdlib_code``),
+``addition`` (``attnjax.data.arithmetic``), and the catalog translation datasets
+``wmt14_translate/de-en`` and ``ted_hrlr_translate/pt_to_en`` when prepared).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 from attnjax.data import aan  # pylint: disable=unused-import
 from attnjax.data import catalog  # pylint: disable=unused-import
 from attnjax.data import listops  # pylint: disable=unused-import
+from attnjax.data import packing  # pylint: disable=unused-import
 from attnjax.data import pathfinder  # pylint: disable=unused-import
 from attnjax.data import text  # pylint: disable=unused-import
 from attnjax.data.datasets import DATASETS
@@ -25,6 +30,7 @@ from attnjax.data.datasets import Feature
 from attnjax.data.datasets import FlatMapSource
 from attnjax.data.datasets import ToModelInputs
 from attnjax.data.datasets import dataset_tokenizer
+from attnjax.data.datasets import dataset_tokenizer_file
 from attnjax.data.datasets import get_dataset_spec
 from attnjax.data.datasets import list_datasets
 from attnjax.data.datasets import prepare_builder
@@ -46,6 +52,7 @@ __all__ = [
     "TextDatasetInfo",
     "ToModelInputs",
     "dataset_tokenizer",
+    "dataset_tokenizer_file",
     "get_dataset_info",
     "get_dataset_spec",
     "list_datasets",

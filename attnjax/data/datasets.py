@@ -59,6 +59,11 @@ class Feature:
     object.__setattr__(self, "dtype", np.dtype(self.dtype))
 
 
+class _DerivedFeatures(dict):
+  """Features derived from the other fields (not declared): re-derived by
+  ``dataclasses.replace``, so ``replace(info, towers=2)`` gets ``[2, L]`` inputs."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
   """What the model and the task need to know about a dataset.
@@ -86,8 +91,13 @@ class DatasetInfo:
       (float32 for ``label_type='float'``). Key conventions: causal LM ``inputs``,
       ``targets`` (next token, ``pad_id`` where none), ``segment_ids`` (0 = padding,
       1..n per packed document), ``positions`` (from 0 per segment), all int32 ``[L]``;
-      seq2seq ``inputs`` int32 ``[Ls]`` (source) and ``targets`` int32 ``[Lt]`` (target
-      ids ending in EOS, ``pad_id`` after).
+      seq2seq ``inputs`` int32 ``[Ls]`` (source ids ending in EOS) and ``targets`` int32
+      ``[Lt]`` (target ids ending in EOS, ``pad_id`` after; decoder inputs are the targets
+      shifted right behind ``bos_id``); packed classification (``config.data.pack``)
+      ``inputs``, ``segment_ids``, ``positions`` ``[L]`` and per packed sequence ``label``
+      ``[max_segments]`` with ``label_weight`` float32 ``[max_segments]`` (1 = a real
+      sequence; eval batches' row ``weight`` multiplies it); causal LM rows also carry
+      ``num_bytes`` int32 ``[]``, the UTF-8 bytes of their targets (bits per byte).
   """
   name: str
   vocab_size: int
@@ -106,8 +116,9 @@ class DatasetInfo:
   def __post_init__(self):
     if self.label_type not in LABEL_TYPES:
       raise ValueError(f"label_type={self.label_type!r}; expected one of {LABEL_TYPES}")
-    if self.features is None:
-      features = {"inputs": Feature(self.input_shape, np.int32)}
+    if self.features is None or isinstance(self.features, _DerivedFeatures):
+      inputs = (self.max_length,) if self.towers == 1 else (self.towers, self.max_length)
+      features = _DerivedFeatures(inputs=Feature(inputs, np.int32))
       if self.label_type != "none":
         features["label"] = Feature((), np.float32 if self.label_type == "float" else np.int32)
     else:
@@ -120,9 +131,7 @@ class DatasetInfo:
   @property
   def input_shape(self) -> tuple[int, ...]:
     """Shape of one example's ``inputs``: ``(L,)``, or ``(towers, L)`` when towers > 1."""
-    if self.features is not None and "inputs" in self.features:
-      return self.features["inputs"].shape
-    return (self.max_length,) if self.towers == 1 else (self.towers, self.max_length)
+    return self.features["inputs"].shape
 
   def dummy_batch(self, batch_size: int = 1) -> dict[str, np.ndarray]:
     """Zeros of every feature with a leading batch axis: ``{name: [batch_size, *shape]}``.
@@ -158,6 +167,10 @@ class DatasetSpec:
       it); ``None`` for a dataset without options.
     tokenizer: ``tokenizer(data_config)`` -> the dataset's ``tokenizers.Tokenizer`` (to
       decode ids into text, and saved with a run); ``None`` where ids are not text.
+    tokenizer_file: ``tokenizer_file(data_config)`` -> the ``tokenizer.json`` a vocabulary
+      trained for this dataset is cached in (None where the tokenizer is not a file).
+    resolved_from: for a variant :func:`resolve_data_config` registered, the name it was
+      resolved from ('' otherwise); such a name is final (resolving it again keeps it).
   """
   info: DatasetInfo
   splits: tuple[str, ...]
@@ -169,6 +182,8 @@ class DatasetSpec:
   check: Callable[[Any], None] | None = None
   variant: Callable[[Any], DatasetSpec] | None = None
   tokenizer: Callable[[Any], Any] | None = None
+  tokenizer_file: Callable[[Any], pathlib.Path | None] | None = None
+  resolved_from: str = ""
 
   def check_split(self, split: str) -> None:
     """Raises ValueError naming ``split`` and the available ones if unknown."""
@@ -238,18 +253,24 @@ def resolve_data_config(data_config: Any) -> Any:
   rows fail before a run writes anything.
   """
   name = data_config.get("name")
+  if name in DATASETS and DATASETS.get(name).resolved_from:
+    return data_config  # resolved already
   if _has_files(data_config):
     name = FILES_DATASET
   if name not in DATASETS:
     return data_config
   base = DATASETS.get(name)
   if base.variant is None:
+    if data_config.get("pack", False):
+      raise ValueError(f"config.data.pack=True: dataset {name!r} has fixed-length examples "
+                       "and cannot be packed (packing is for the text datasets)")
     return data_config
   spec = base.variant(data_config)
   if spec.info.name == data_config.get("name"):
     return data_config
   if spec.info.name not in DATASETS:
-    DATASETS.register(spec.info.name, spec)
+    DATASETS.register(spec.info.name,
+                      dataclasses.replace(spec, variant=None, resolved_from=name))
   # pylint: disable-next=import-outside-toplevel
   import ml_collections
   resolved = ml_collections.ConfigDict(
@@ -265,6 +286,16 @@ def dataset_tokenizer(data_config: Any):
     return None
   spec = DATASETS.get(name)
   return None if spec.tokenizer is None else spec.tokenizer(data_config)
+
+
+def dataset_tokenizer_file(data_config: Any) -> pathlib.Path | None:
+  """The file a (resolved) dataset's trained tokenizer is cached in (copy it into a run as
+  ``tokenizer.json``), or None when it has none (pretrained, character or no tokenizer)."""
+  name = data_config.get("name")
+  if name not in DATASETS:
+    return None
+  spec = DATASETS.get(name)
+  return None if spec.tokenizer_file is None else spec.tokenizer_file(data_config)
 
 
 def get_dataset_spec(name: str) -> DatasetSpec:

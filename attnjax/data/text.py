@@ -1,16 +1,25 @@
 """Text datasets: raw text from TFDS, tokenized in the pipeline with a ``tokenizers`` tokenizer.
 
 A *text source* (:class:`TextSource`, registered in ``DATASETS`` through
-:func:`register_text_source`) says where raw records come from and which fields are text and
-label: the offline standard-library docstrings (``stdlib_docstrings``, the
-8-way demo task, and ``stdlib_corpus`` for masked-LM pretraining), the TFDS catalog datasets
-``glue/sst2``, ``glue/mrpc``, ``glue/stsb`` and ``imdb_reviews`` when the user has prepared
-them, and the user's own files (``config.data.files``; see ``attnjax/data/text_files.py``).
+:func:`register_text_source`) says where raw records come from, which fields are text and
+label, and what kind of examples they make (``TextSource.kind``):
 
-A dataset is a source plus a tokenizer and a ``max_length``. Each source is registered in
-``DATASETS`` with its default tokenizer and length; its spec's ``variant`` gives the variant a
-config asks for (``config.data.tokenizer``, ``config.data.max_length``, ``config.data.files``,
-...), which :func:`attnjax.data.resolve_data_config` registers under a concrete name like
+* labelled text: the offline standard-library docstrings (``stdlib_docstrings``, the 8-way
+  demo task; ``stdlib_corpus``, a corpus for masked-LM pretraining), the TFDS catalog
+  datasets ``glue/sst2``, ``glue/mrpc``, ``glue/stsb`` and ``imdb_reviews`` when the user has
+  prepared them, and the user's own files (``config.data.files``; ``attnjax/data/text_files.py``);
+* causal LM: ``code_lm``, the installed standard library's source files
+  (``attnjax/data/stdlib_code.py``), as packed next-token rows;
+* seq2seq: ``code_summarization`` (function source -> first docstring sentence),
+  ``addition`` (``"123+45" -> "168"``, ``attnjax/data/arithmetic.py``), the catalog's
+  ``wmt14_translate/de-en`` and ``ted_hrlr_translate/pt_to_en`` when prepared, and the user's
+  parallel files (``config.data.files`` with ``source_column`` and ``target_column``).
+
+A dataset is a source plus options (:class:`TextOptions`): ``config.data.tokenizer``,
+``max_length``, ``target_length`` (seq2seq), ``pack`` and ``max_segments`` (first-fit
+packing, ``attnjax/data/packing.py``). Each source is registered in ``DATASETS`` with its
+defaults; its spec's ``variant`` gives the variant a config asks for, which
+:func:`attnjax.data.resolve_data_config` registers under a concrete name like
 ``stdlib_docstrings[minilm,64]`` and returns the data config naming it. Tokenizers:
 
 * ``minilm``: all-MiniLM-L6-v2's (BERT uncased WordPiece, 30,522 tokens), offline;
@@ -18,12 +27,20 @@ config asks for (``config.data.tokenizer``, ``config.data.max_length``, ``config
   one an attnjax pretraining run saved in its workdir);
 * ``wordpiece:<size>``: a WordPiece vocabulary trained on the source's training texts
   (BERT normalisation, lower case; ``[PAD]`` = 0, ``[UNK]``, ``[CLS]``, ``[SEP]``,
-  ``[MASK]`` = 1..4), cached under ``<data_dir>/tokenizers/``.
+  ``[MASK]`` = 1..4), cached under ``<data_dir>/tokenizers/``;
+* ``bpe:<size>``: a byte-level BPE trained likewise (``<pad>`` = 0, ``<bos>`` = 1,
+  ``<eos>`` = 2; every byte encodes, decoding is exact), cached the same way;
+* ``chars:<alphabet>``: one id per character (``<pad>``, ``<bos>``, ``<eos>``, ``<unk>`` =
+  0..3 first).
 
-Records become ``{'tokens': [CLS] A [SEP] (B [SEP]), 'label'}``, truncated to ``max_length``
-(the pipeline pads). Corpus sources are *packed*: documents are tokenized, joined with
-``[SEP]`` and cut into rows of ``[CLS] ... [SEP]`` of ``max_length`` tokens, so almost no
-token is spent on padding. Float labels (regression) are float32 ``label`` features.
+Labelled records become ``{'tokens': [CLS] A [SEP] (B [SEP]), 'label'}``, truncated to
+``max_length`` (the pipeline pads); float labels (regression) are float32 ``label`` features.
+Corpus sources are *packed*: documents are tokenized, joined with ``[SEP]`` and cut into rows
+of ``[CLS] ... [SEP]`` of ``max_length`` tokens, so almost no token is spent on padding; with
+``pack=True`` each document is cut into ``[CLS] piece [SEP]`` examples instead, packed
+first-fit with ``segment_ids`` and ``positions``. Causal-LM documents become
+``<bos> ids <eos>`` cut into next-token chunks (:func:`causal_lm_chunks`), packed first-fit.
+Seq2seq records become source and target ids, each ending in ``<eos>``.
 """
 
 from __future__ import annotations
@@ -38,6 +55,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import ml_collections
 import numpy as np
 
+from attnjax.data import arithmetic
 from attnjax.data import datasets
 
 MINILM_VOCAB_SIZE = 30522
@@ -617,11 +635,20 @@ def _make_spec(source: TextSource, name: str, options: TextOptions,
   return datasets.DatasetSpec(
       info=info, splits=source.splits, source=read, inputs_key="tokens", label_key="label",
       train_split=source.train_split, eval_split=source.eval_split,
-      # Only the source's default entry has options; a concrete variant is final.
-      variant=(lambda data_config: _variant(source, data_config)) if name == source.name
-      else None,
+      variant=lambda data_config: _variant(source, data_config),
       tokenizer=lambda data_config: load_text_tokenizer(tokenizer, source=source,
-                                                        data_config=data_config))
+                                                        data_config=data_config),
+      tokenizer_file=lambda data_config: _tokenizer_file(tokenizer, source, data_config))
+
+
+def _tokenizer_file(spec: str, source: TextSource, data_config: Any) -> pathlib.Path | None:
+  """The trained vocabulary's cache (trained now if missing), or the user's JSON file."""
+  cache = trained_tokenizer_file(spec, source=source, data_config=data_config)
+  if cache is not None:
+    load_text_tokenizer(spec, source=source, data_config=data_config)
+    return cache
+  path = pathlib.Path(spec).expanduser()
+  return path if path.is_file() else None
 
 
 def _variant(source: TextSource, data_config: Any) -> datasets.DatasetSpec:
@@ -784,3 +811,56 @@ register_text_source(TextSource(
 register_text_source(TextSource(
     name="imdb_reviews", read=_catalog_reader("imdb_reviews"), splits=("train", "test"),
     max_length=256, num_train=25_000, num_eval=25_000, label_names=("neg", "pos")))
+
+
+def _builder_reader(module: str, builder: str, config_name: str | None = None):
+  """Reads a split of one of this package's builders (prepared on first use)."""
+  def read(data_config: Any, split: str) -> Sequence[Mapping[str, Any]]:
+    import importlib  # pylint: disable=import-outside-toplevel
+    builder_cls = getattr(importlib.import_module(f"attnjax.data.{module}"), builder)
+    kwargs = {"config": config_name} if config_name else {}
+    prepared = datasets.prepare_builder(builder_cls, datasets.resolve_data_dir(data_config),
+                                        **kwargs)
+    return prepared.as_data_source(split)
+  return read
+
+
+def _translation_reader(tfds_name: str, module: str):
+  """A catalog translation dataset; its TFDS module is imported first because
+  ``tensorflow_datasets`` registers the ``translate`` builders only on import."""
+  def read(data_config: Any, split: str) -> Sequence[Mapping[str, Any]]:
+    import importlib  # pylint: disable=import-outside-toplevel
+    importlib.import_module(f"tensorflow_datasets.translate.{module}")
+    from attnjax.data.catalog import catalog_source  # pylint: disable=import-outside-toplevel
+    return catalog_source(tfds_name, data_config, split)
+  return read
+
+
+_SPLITS3 = ("train", "validation", "test")
+register_text_source(TextSource(
+    name="code_lm", read=_builder_reader("stdlib_code", "StdlibCode", "files"),
+    text_keys=(), label_key=None, label_type="none", num_classes=0, kind="causal_lm",
+    splits=_SPLITS3, eval_split="validation", tokenizer="bpe:4096", max_length=256))
+register_text_source(TextSource(
+    name="code_summarization", read=_builder_reader("stdlib_code", "StdlibCode", "functions"),
+    text_keys=("source", "summary"), label_key=None, label_type="none", num_classes=0,
+    kind="seq2seq", splits=_SPLITS3, eval_split="validation", tokenizer="bpe:8000",
+    max_length=256, target_length=32))
+register_text_source(TextSource(
+    name="addition", read=_builder_reader("arithmetic", "Addition"),
+    text_keys=("source", "target"), label_key=None, label_type="none", num_classes=0,
+    kind="seq2seq", splits=_SPLITS3, eval_split="validation",
+    tokenizer=f"chars:{arithmetic.ALPHABET}", max_length=arithmetic.SOURCE_LENGTH,
+    target_length=arithmetic.TARGET_LENGTH, num_train=arithmetic.SPLIT_SIZES["train"],
+    num_eval=arithmetic.SPLIT_SIZES["validation"]))
+register_text_source(TextSource(
+    name="wmt14_translate/de-en", read=_translation_reader("wmt14_translate/de-en", "wmt14"),
+    text_keys=("de", "en"), label_key=None, label_type="none", num_classes=0, kind="seq2seq",
+    splits=_SPLITS3, eval_split="validation", tokenizer="bpe:16000", max_length=128,
+    target_length=128, num_train=4_508_785, num_eval=3_000))
+register_text_source(TextSource(
+    name="ted_hrlr_translate/pt_to_en",
+    read=_translation_reader("ted_hrlr_translate/pt_to_en", "ted_hrlr"),
+    text_keys=("pt", "en"), label_key=None, label_type="none", num_classes=0, kind="seq2seq",
+    splits=_SPLITS3, eval_split="validation", tokenizer="bpe:8000", max_length=128,
+    target_length=128, num_train=51_785, num_eval=1_193))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 import numpy as np
 import pytest
@@ -19,6 +21,9 @@ def test_classification_features_are_derived_and_drive_the_batch(digits_config):
   assert {k: (v.shape, v.dtype) for k, v in batch.items()} == \
       {k: (v.shape, v.dtype) for k, v in dummy.items()}
   assert not dummy["inputs"].any()
+  two = dataclasses.replace(info, towers=2, label_type="float")
+  assert two.features == {"inputs": data_lib.Feature((2, 64), np.int32),
+                          "label": data_lib.Feature((), np.float32)}
 
 
 def test_declared_features_pad_each_key_and_float_labels_stay_float():
