@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from attnjax.layers import Encoder, EncoderConfig, get_pooling
-from attnjax.models.registry import batch_arrays
+from attnjax.models.registry import batch_arrays, groups_by_stack
 
 
 class SequenceClassifier(nn.Module):
@@ -38,6 +38,11 @@ class SequenceClassifier(nn.Module):
   pooling: str = "cls"
   head_dropout_rate: float = 0.0
   towers: int = 1
+
+  def param_groups(self, params):
+    """What each parameter is (``attnjax.models.ParamGroup``): the encoder's embeddings,
+    blocks and norms, and the head (everything outside ``encoder``)."""
+    return groups_by_stack(params, stacks={"encoder": 0}, num_layers=self.encoder.num_layers)
 
   @nn.compact
   def __call__(

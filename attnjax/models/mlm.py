@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from attnjax.layers import Encoder, EncoderConfig, activation_fn
-from attnjax.models.registry import batch_arrays
+from attnjax.models.registry import batch_arrays, groups_by_stack
 
 
 class MlmHead(nn.Module):
@@ -57,6 +57,11 @@ class MaskedLanguageModel(nn.Module):
   """
 
   config: EncoderConfig
+
+  def param_groups(self, params):
+    """What each parameter is (``attnjax.models.ParamGroup``): the encoder's embeddings,
+    blocks and norms, and the head (everything outside ``encoder``)."""
+    return groups_by_stack(params, stacks={"encoder": 0}, num_layers=self.config.num_layers)
 
   @nn.compact
   def __call__(

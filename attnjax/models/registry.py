@@ -54,6 +54,55 @@ class ParamGroup:
   layer: int | None = None
   num_layers: int = 0
   projection: str | None = None
+  stacked: bool = False  # inside ``nn.scan``-stacked blocks: a leading layer axis, no index
+
+
+def _key_name(key: Any) -> str:
+  return str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
+
+
+def _group(parts: list[str], stacks: Mapping[str, int], num_layers: int) -> ParamGroup:
+  if not parts or parts[0] not in stacks:
+    return ParamGroup("head", num_layers=num_layers)
+  offset, rest = stacks[parts[0]], parts[1:]
+  if rest and (rest[0] in ("embeddings", "cls_token") or rest[0].endswith("_embeddings")):
+    return ParamGroup("embeddings", num_layers=num_layers)
+  layer, stacked = None, False
+  if rest and rest[0].startswith("layer_") and rest[0][6:].isdigit():
+    layer, rest = offset + int(rest[0][6:]), rest[1:]
+  elif rest and rest[0] == "layers":  # nn.scan: layers/block/<sub-layer>/...
+    stacked, rest = True, rest[2:]
+  else:
+    return ParamGroup("norm" if rest and rest[0].endswith("norm") else "other",
+                      num_layers=num_layers)
+  sub = rest[0] if rest else ""
+  if sub.endswith("norm"):
+    return ParamGroup("norm", layer, num_layers, stacked=stacked)
+  kind = "attention" if sub.endswith("attention") else "mlp" if sub == "mlp" else "other"
+  projection = rest[1] if len(rest) > 2 and kind != "other" else None
+  return ParamGroup(kind, layer, num_layers, projection, stacked)
+
+
+def groups_by_stack(params: Any, *, stacks: Mapping[str, int], num_layers: int) -> Any:
+  """ParamGroups of a model built from the shared stacks (``attnjax.layers.apply_blocks``).
+
+  A model knows its own layout and calls this with its stacks: the top-level scope of each
+  and the index of its first block (an encoder-decoder counts the encoder's blocks first).
+  Inside a stack: ``embeddings`` (and ``*_embeddings``, ``cls_token``) are embeddings,
+  ``layer_<i>/<attention|cross_attention|mlp|*norm>/<projection>/...`` a block's
+  sub-layers, ``final_norm`` a norm above the blocks; everything outside the stacks is the
+  head.
+
+  Args:
+    params: the model's parameter pytree (arrays or shapes).
+    stacks: top-level scope name -> index of its first block.
+    num_layers: blocks in the whole model.
+
+  Returns:
+    A pytree like ``params`` with a :class:`ParamGroup` per leaf.
+  """
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: _group([_key_name(k) for k in path], stacks, num_layers), params)
 
 
 def batch_arrays(inputs: Mapping[str, Any] | jax.Array, **named: Any) -> dict[str, Any]:

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import pathlib
-import re
 from typing import Any, Callable
 
 import jax
@@ -39,9 +38,10 @@ import optax
 
 #: LoRA targets: kernel name -> how many leading kernel dims are inputs.
 LORA_TARGETS = {"query": 1, "key": 1, "value": 1, "out": 2, "wi": 1, "wo": 1}
-_LORA_PARENT = {"query": "attention", "key": "attention", "value": "attention",
-                "out": "attention", "wi": "mlp", "wo": "mlp"}
-_LAYER = re.compile(r"^encoder/layer_(\d+)/")
+_LORA_KIND = {"query": "attention", "key": "attention", "value": "attention",
+              "out": "attention", "wi": "mlp", "wo": "mlp"}
+#: ``groups_fn(model_params) -> pytree of ParamGroup``: the model's ``param_groups``.
+GroupsFn = Callable[[Any], Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +130,16 @@ def _model_path(path: str) -> tuple[str, bool]:
 # LoRA
 
 
-def init_lora(rng: jax.Array, params: dict, ft: FineTuning) -> dict:
+def _groups_by_path(params: Any, groups_fn: GroupsFn) -> dict[str, Any]:
+  """``{path inside the model's params: ParamGroup}`` for plain or LoRA-wrapped params."""
+  if isinstance(params, dict) and set(params) == {"model", "lora"}:
+    params = params["model"]
+  groups = groups_fn(params)
+  return {path_str(p): g for p, g in jax.tree_util.tree_flatten_with_path(
+      groups, is_leaf=lambda x: hasattr(x, "kind"))[0]}
+
+
+def init_lora(rng: jax.Array, params: dict, ft: FineTuning, groups_fn: GroupsFn) -> dict:
   """Adapters ``{'a': [in, r], 'b': [r, out]}`` for every target kernel of ``params``.
 
   ``a`` is uniform in ``±1/sqrt(in)`` (PEFT's default) and ``b`` is zero, so the wrapped
@@ -141,13 +150,14 @@ def init_lora(rng: jax.Array, params: dict, ft: FineTuning) -> dict:
   """
   adapters: dict = {}
   flat = _flatten(params)
+  groups = _groups_by_path(params, groups_fn)
   for i, (path, kernel) in enumerate(sorted(flat.items())):
     parts = path.split("/")
-    if len(parts) < 3 or parts[-1] != "kernel" or parts[-2] not in ft.lora_targets:
+    group = groups[path]
+    if (parts[-1] != "kernel" or group.projection not in ft.lora_targets
+        or group.kind != _LORA_KIND[group.projection]):
       continue
-    if parts[-3] != _LORA_PARENT[parts[-2]] or not path.startswith("encoder/"):
-      continue
-    if path.startswith("encoder/layers/"):
+    if group.stacked:
       raise ValueError("LoRA does not support config.model.scan_layers=True (stacked kernels)")
     n_in = LORA_TARGETS[parts[-2]]
     d_in = int(np.prod(kernel.shape[:n_in]))
@@ -198,22 +208,20 @@ def lora_apply(apply_fn: Callable, scale: float) -> Callable:
 # trainable mask, layer-wise decay, optimizer
 
 
-def _depth(path: str, num_layers: int) -> int:
+def _depth(group: Any) -> int:
   """0 for embeddings, i + 1 for block i, num_layers + 1 for everything above."""
-  if path.startswith("encoder/embeddings/") or path == "encoder/cls_token":
+  if group.kind == "embeddings":
     return 0
-  m = _LAYER.match(path)
-  if m:
-    return int(m.group(1)) + 1
-  return num_layers + 1
+  if group.layer is not None:
+    return group.layer + 1
+  return group.num_layers + 1
 
 
-def is_trainable(path: str, ft: FineTuning, num_layers: int) -> bool:
-  """Whether the leaf at ``path`` (of plain or LoRA-wrapped params) is trained."""
-  inner, adapter = _model_path(path)
+def is_trainable(group: Any, adapter: bool, ft: FineTuning) -> bool:
+  """Whether a leaf (its model ParamGroup; ``adapter`` for LoRA's) is trained."""
   if ft.lora:
-    return adapter or (ft.lora_train_head and not inner.startswith("encoder/"))
-  depth = _depth(inner, num_layers)
+    return adapter or (ft.lora_train_head and group.kind == "head")
+  depth = _depth(group)
   if ft.freeze_embeddings and depth == 0:
     return False
   if ft.freeze_layers and 1 <= depth <= ft.freeze_layers:
@@ -221,20 +229,29 @@ def is_trainable(path: str, ft: FineTuning, num_layers: int) -> bool:
   return True
 
 
-def trainable_mask(params: Any, ft: FineTuning, num_layers: int) -> Any | None:
+def _map_groups(fn: Callable[[Any, bool], Any], params: Any, groups_fn: GroupsFn) -> Any:
+  """``fn(group, is_adapter)`` per leaf of plain or LoRA-wrapped ``params``."""
+  groups = _groups_by_path(params, groups_fn)
+
+  def leaf(path, _):
+    inner, adapter = _model_path(path_str(path))
+    if adapter:  # lora/<kernel path without 'kernel'>/a|b: the group of its kernel
+      inner = inner.rsplit("/", 1)[0] + "/kernel"
+    return fn(groups[inner], adapter)
+  return jax.tree_util.tree_map_with_path(leaf, params)
+
+
+def trainable_mask(params: Any, ft: FineTuning, groups_fn: GroupsFn) -> Any | None:
   """A bool per leaf of ``params`` (arrays or shapes); None when everything trains."""
   if not ft.freezes:
     return None
-  return jax.tree_util.tree_map_with_path(
-      lambda p, _: is_trainable(path_str(p), ft, num_layers), params)
+  return _map_groups(lambda g, adapter: is_trainable(g, adapter, ft), params, groups_fn)
 
 
-def layer_scales(params: Any, ft: FineTuning, num_layers: int) -> Any:
+def layer_scales(params: Any, ft: FineTuning, groups_fn: GroupsFn) -> Any:
   """The update scale of each leaf under layer-wise decay (see the module docstring)."""
-  def scale(path, _):
-    inner, _ = _model_path(path_str(path))
-    return ft.layer_decay ** (num_layers + 1 - _depth(inner, num_layers))
-  return jax.tree_util.tree_map_with_path(scale, params)
+  return _map_groups(lambda g, _: ft.layer_decay ** (g.num_layers + 1 - _depth(g)),
+                     params, groups_fn)
 
 
 def scale_by_tree(scales_fn: Callable[[Any], Any]) -> optax.GradientTransformation:
@@ -252,17 +269,16 @@ def scale_by_tree(scales_fn: Callable[[Any], Any]) -> optax.GradientTransformati
 
 
 def wrap_optimizer(tx: optax.GradientTransformation, ft: FineTuning,
-                   num_layers: int) -> optax.GradientTransformation:
+                   groups_fn: GroupsFn) -> optax.GradientTransformation:
   """``tx`` restricted to trainable leaves (frozen ones: no state, zero update), then scaled
   per layer. Returns ``tx`` itself when nothing is frozen and there is no decay."""
   if ft.freezes:
     def labels(params):
-      return jax.tree_util.tree_map_with_path(
-          lambda p, _: "train" if is_trainable(path_str(p), ft, num_layers) else "frozen",
-          params)
+      return _map_groups(lambda g, adapter: "train" if is_trainable(g, adapter, ft)
+                         else "frozen", params, groups_fn)
     tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
   if ft.layer_decay != 1.0:
-    tx = optax.chain(tx, scale_by_tree(lambda u: layer_scales(u, ft, num_layers)))
+    tx = optax.chain(tx, scale_by_tree(lambda u: layer_scales(u, ft, groups_fn)))
   return tx
 
 

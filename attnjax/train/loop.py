@@ -70,7 +70,7 @@ def create_setup(config: ml_collections.ConfigDict, info: data_lib.DatasetInfo) 
   model = task.model
   ft = finetune_lib.finetuning(config)
   tx, schedule = build_optimizer(config.optimizer, config.train.num_steps)
-  tx = finetune_lib.wrap_optimizer(tx, ft, task.encoder.num_layers)
+  tx = finetune_lib.wrap_optimizer(tx, ft, model.param_groups)
   apply_fn = finetune_lib.lora_apply(model.apply, ft.lora_scale) if ft.lora else model.apply
 
   def init_state(rng: jax.Array) -> TrainState:
@@ -79,7 +79,8 @@ def create_setup(config: ml_collections.ConfigDict, info: data_lib.DatasetInfo) 
     params = model.init({"params": params_rng}, task.init_batch)["params"]
     if ft.lora:
       params = {"model": params,
-                "lora": finetune_lib.init_lora(jax.random.fold_in(params_rng, 1), params, ft)}
+                "lora": finetune_lib.init_lora(jax.random.fold_in(params_rng, 1), params, ft,
+                                               model.param_groups)}
     return TrainState.create(apply_fn=apply_fn, params=params, tx=tx, rng=state_rng)
 
   return Setup(task, ft, init_state, schedule)
@@ -328,7 +329,7 @@ def _validate(config: ml_collections.ConfigDict, workdir: str) -> _Plan:
   rng = jax.random.PRNGKey(config.seed)
   abstract_state = jax.eval_shape(setup.init_state, rng)
   trainable = finetune_lib.trainable_mask(abstract_state.params, setup.finetuning,
-                                          task.encoder.num_layers)
+                                          task.model.param_groups)
   counts = finetune_lib.parameter_counts(abstract_state.params, trainable)
   step_fn = make_train_step(setup.schedule, loss_fn=task.loss_fn,
                             microbatches=config.train.microbatches,

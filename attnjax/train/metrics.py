@@ -2,10 +2,13 @@
 
 Classification metrics come from a confusion matrix (a sum over batches, so exact under any
 parallel strategy); correlation metrics need every prediction and are computed from the
-gathered, unpadded predictions in float64.
+gathered, unpadded predictions in float64. Text metrics (exact match, BLEU through
+``sacrebleu``, ROUGE-L through ``rouge-score``) score decoded strings.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 
@@ -84,3 +87,31 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
   """Spearman rank correlation: Pearson of the average ranks (ties handled as scipy)."""
   return pearson(average_ranks(x), average_ranks(y))
+
+
+def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
+  """Share of predictions equal to their reference after stripping surrounding whitespace."""
+  if len(predictions) != len(references) or not predictions:
+    raise ValueError(f"exact_match needs as many predictions as references (> 0), got "
+                     f"{len(predictions)} and {len(references)}")
+  return float(np.mean([p.strip() == r.strip() for p, r in zip(predictions, references)]))
+
+
+def bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
+  """Corpus BLEU (0-100) of sacrebleu with its default 13a tokenisation, one reference each."""
+  import sacrebleu  # pylint: disable=import-outside-toplevel
+  return float(sacrebleu.corpus_bleu(list(predictions), [list(references)]).score)
+
+
+def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
+  """Mean ROUGE-L F-measure (0-1) of ``rouge-score`` with stemming, one reference each."""
+  from rouge_score import rouge_scorer  # pylint: disable=import-outside-toplevel
+  scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+  return float(np.mean([scorer.score(r, p)["rougeL"].fmeasure
+                        for p, r in zip(predictions, references)]))
+
+
+def text_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+  """``exact_match``, ``bleu`` and ``rouge_l`` of decoded texts against their references."""
+  return {"exact_match": exact_match(predictions, references),
+          "bleu": bleu(predictions, references), "rouge_l": rouge_l(predictions, references)}

@@ -381,14 +381,21 @@ def _row_keys(base: jax.Array, ids: jax.Array) -> jax.Array:
   return jax.vmap(lambda h: jax.random.fold_in(base, h))(hashes)
 
 
-def masked_lm_metrics(sums: Sums, outputs: Outputs | None = None) -> dict[str, float]:
-  """Loss and accuracy over masked tokens, perplexity ``exp(loss)``."""
+def sequence_metrics(sums: Sums, outputs: Outputs | None = None) -> dict[str, float]:
+  """Token loss, accuracy and perplexity; bits per byte when the data counts bytes."""
   del outputs
   tokens = max(float(sums["token_sum"]), 1.0)
   loss = float(sums["loss_sum"]) / tokens
-  return {"loss": loss, "accuracy": float(sums["correct_sum"]) / tokens,
-          "perplexity": float(np.exp(min(loss, 80.0))),
-          "num_examples": int(float(sums["weight_sum"])), "num_tokens": int(tokens)}
+  out = {"loss": loss, "accuracy": float(sums["correct_sum"]) / tokens,
+         "perplexity": float(np.exp(min(loss, 80.0))),
+         "num_examples": int(float(sums["weight_sum"])), "num_tokens": int(tokens)}
+  if float(sums.get("byte_sum", 0.0)) > 0:
+    out["bits_per_byte"] = float(sums["loss_sum"]) / np.log(2.0) / float(sums["byte_sum"])
+  return out
+
+
+#: Masked-LM eval metrics over the masked tokens (the same token metrics).
+masked_lm_metrics = sequence_metrics
 
 
 @register_task("masked_lm", metric="accuracy", mode="max")
@@ -447,3 +454,135 @@ def masked_lm_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task
               flops_per_example=encoder + head, tokens_per_example=info.max_length * towers,
               metric="accuracy", metric_mode="max", train_metrics=("accuracy",),
               summary=("loss", "accuracy", "perplexity"))
+
+
+# ---------------------------------------------------------------------------------------
+# language modelling and sequence-to-sequence
+
+
+def _require_features(info: DatasetInfo, task: str, names: tuple[str, ...]) -> None:
+  missing = [n for n in names if n not in info.features]
+  if missing:
+    raise ValueError(f"config.task.name={task!r} needs dataset features {list(names)}; "
+                     f"{info.name!r} has {sorted(info.features)} (missing {missing})")
+
+
+def _token_stats(logits: jax.Array, targets: jax.Array, weights: jax.Array, *,
+                 label_smoothing: float = 0.0) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Per-token ``(loss, nll, correct)``, each times ``weights`` (float32 ``[batch, len]``).
+
+  ``loss`` is the training loss (label-smoothed cross-entropy), ``nll`` the unsmoothed
+  negative log-likelihood (perplexity, bits per byte).
+  """
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+  loss = nll
+  if label_smoothing:
+    loss = (1.0 - label_smoothing) * nll - label_smoothing * jnp.mean(logp, axis=-1)
+  correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+  return loss * weights, nll * weights, correct * weights
+
+
+def _decoder_flops(enc: EncoderConfig, length: int, vocab: int, batch: int) -> float:
+  """Forward + backward FLOPs per sequence of a decoder stack and its vocabulary head."""
+  stack = train_flops_per_step(enc, 0, length, batch) / batch
+  return stack + 3.0 * 2 * length * enc.hidden_size * vocab
+
+
+@register_task("causal_lm", metric="loss", mode="min")
+def causal_lm_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task:
+  """Next-token prediction (GPT): cross-entropy over every target token.
+
+  Batches carry ``inputs`` and ``targets`` (the next tokens, ``pad_id`` where there is
+  none), optionally ``segment_ids`` and ``positions`` (packed rows: attention and positions
+  stay within each document) and ``num_bytes`` (UTF-8 bytes of each row's targets, for
+  bits per byte). Eval: loss (nats per token), token accuracy, perplexity, bits per byte.
+  """
+  _require_features(info, "causal_lm", ("inputs", "targets"))
+  model = build_model(_model_name(config, "causal_lm"), config.model,
+                      vocab_size=info.vocab_size, max_length=info.max_length,
+                      pad_id=info.pad_id)
+  smoothing = float(config.train.get("label_smoothing", 0.0))
+
+  def weights_of(batch: Batch) -> jax.Array:
+    weights = batch["targets"] != info.pad_id
+    if "segment_ids" in batch:
+      weights &= batch["segment_ids"] > 0
+    return weights.astype(jnp.float32)
+
+  def loss_fn(apply_fn, params, batch, rng):
+    logits = apply_fn({"params": params}, batch, deterministic=False, rngs={"dropout": rng})
+    weights = weights_of(batch)
+    loss, _, correct = _token_stats(logits, batch["targets"], weights,
+                                    label_smoothing=smoothing)
+    count = jnp.maximum(jnp.sum(weights), 1.0)
+    return jnp.sum(loss) / count, {"accuracy": jnp.sum(correct) / count}
+
+  def eval_fn(state: TrainState, batch: Batch) -> Sums:
+    logits = state.apply_fn({"params": state.params}, batch, deterministic=True)
+    row = batch["weight"].astype(jnp.float32)
+    weights = weights_of(batch) * row[:, None]
+    _, nll, correct = _token_stats(logits, batch["targets"], weights)
+    sums = {"loss_sum": jnp.sum(nll), "correct_sum": jnp.sum(correct),
+            "token_sum": jnp.sum(weights), "weight_sum": jnp.sum(row)}
+    if "num_bytes" in batch:
+      sums["byte_sum"] = jnp.sum(batch["num_bytes"].astype(jnp.float32) * row)
+    return sums
+
+  enc = model.config
+  return Task(
+      name="causal_lm", model=model, encoder=enc, loss_fn=loss_fn, eval_fn=eval_fn,
+      finalize=sequence_metrics, init_batch=_init_batch(info),
+      flops_per_example=_decoder_flops(enc, info.max_length, info.vocab_size,
+                                       int(config.train.batch_size)),
+      tokens_per_example=info.max_length, metric="loss", metric_mode="min",
+      train_metrics=("accuracy",), summary=("loss", "perplexity", "bits_per_byte", "accuracy"),
+      decoder=True)
+
+
+@register_task("seq2seq", metric="loss", mode="min")
+def seq2seq_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task:
+  """Sequence-to-sequence (translation, summarisation): teacher-forced cross-entropy.
+
+  Batches carry ``inputs`` (source ids) and ``targets`` (target ids ending in EOS,
+  ``pad_id`` after); the model shifts ``targets`` right to form its decoder inputs. Eval:
+  teacher-forced loss, token accuracy and perplexity; decoded metrics (exact match, BLEU,
+  ROUGE-L) come from a ``decode`` evaluator (``config.evals``).
+  """
+  _require_features(info, "seq2seq", ("inputs", "targets"))
+  target_length = info.features["targets"].shape[-1]
+  model = build_model(_model_name(config, "encoder_decoder"), config.model,
+                      vocab_size=info.vocab_size,
+                      max_length=max(info.max_length, target_length), pad_id=info.pad_id,
+                      bos_id=info.bos_id, eos_id=info.eos_id)
+  smoothing = float(config.train.get("label_smoothing", 0.0))
+
+  def loss_fn(apply_fn, params, batch, rng):
+    logits = apply_fn({"params": params}, batch, deterministic=False, rngs={"dropout": rng})
+    weights = (batch["targets"] != info.pad_id).astype(jnp.float32)
+    loss, _, correct = _token_stats(logits, batch["targets"], weights,
+                                    label_smoothing=smoothing)
+    count = jnp.maximum(jnp.sum(weights), 1.0)
+    return jnp.sum(loss) / count, {"accuracy": jnp.sum(correct) / count}
+
+  def eval_fn(state: TrainState, batch: Batch) -> Sums:
+    logits = state.apply_fn({"params": state.params}, batch, deterministic=True)
+    row = batch["weight"].astype(jnp.float32)
+    weights = (batch["targets"] != info.pad_id).astype(jnp.float32) * row[:, None]
+    _, nll, correct = _token_stats(logits, batch["targets"], weights)
+    return {"loss_sum": jnp.sum(nll), "correct_sum": jnp.sum(correct),
+            "token_sum": jnp.sum(weights), "weight_sum": jnp.sum(row)}
+
+  enc = model.config
+  batch = int(config.train.batch_size)
+  d, s, t = enc.hidden_size, info.max_length, target_length
+  # Encoder and decoder stacks, the decoder's cross-attention (query/output projections
+  # over the target, key/value over the source, scores and weighted sum), and the head.
+  cross = 3.0 * enc.num_layers * (2 * 2 * t * d * d + 2 * 2 * s * d * d + 2 * 2 * t * s * d)
+  flops = (train_flops_per_step(enc, 0, s, batch) / batch + cross
+           + _decoder_flops(enc, t, info.vocab_size, batch))
+  return Task(
+      name="seq2seq", model=model, encoder=enc, loss_fn=loss_fn, eval_fn=eval_fn,
+      finalize=sequence_metrics, init_batch=_init_batch(info), flops_per_example=flops,
+      tokens_per_example=s + t, metric="loss", metric_mode="min", train_metrics=("accuracy",),
+      summary=("loss", "accuracy", "perplexity"), decoder=True)

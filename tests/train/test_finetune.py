@@ -98,7 +98,7 @@ def test_lora_starts_at_the_base_model_and_trains_only_adapters_and_head(smoke_c
       q, params["model"]["encoder"]["layer_1"]["attention"]["query"]["kernel"]
       + 2.0 * (a["a"] @ a["b"]).reshape(q.shape), rtol=1e-6)  # alpha / rank = 8 / 4
 
-  mask = finetune.trainable_mask(state.params, setup.finetuning, 2)
+  mask = finetune.trainable_mask(state.params, setup.finetuning, setup.task.model.param_groups)
   counts = finetune.parameter_counts(state.params, mask)
   adapters = 2 * 4 * 4 * (32 + 32)  # layers x targets x rank x (in + out)
   head = 32 * 10 + 10
@@ -124,7 +124,7 @@ def test_frozen_leaves_stay_put_and_layer_decay_scales(smoke_config, tmp_path):
   for path, value in _leaves(init["encoder"]["embeddings"], "").items():
     np.testing.assert_array_equal(_leaves(trained["encoder"]["embeddings"], "")[path], value)
   assert not np.array_equal(trained["head"]["kernel"], init["head"]["kernel"])
-  scales = finetune.layer_scales(init, setup.finetuning, 1)
+  scales = finetune.layer_scales(init, setup.finetuning, setup.task.model.param_groups)
   assert scales["encoder"]["embeddings"]["position_embeddings"] == 0.25  # 0.5 ** (L + 1)
   assert scales["encoder"]["layer_0"]["mlp"]["wi"]["kernel"] == 0.5      # 0.5 ** L
   assert scales["head"]["kernel"] == 1.0
