@@ -479,8 +479,9 @@ def block_mask(p: Problem, q0: Any, tq: int, k0: Any, tk: int,
   Broadcastable to ``[B, K, G, tq, tk]``; ``None`` when nothing is masked. ``kv_limit``
   masks columns at or beyond it (the padding added by the chunked kernel).
   """
-  qi = (q0 + jnp.arange(tq, dtype=jnp.int32))[:, None]
-  ki = (k0 + jnp.arange(tk, dtype=jnp.int32))[None, :]
+  # Every operand is 5-D ([B, K, G, tq, tk] or size-1 there): no implicit rank promotion,
+  # so the kernels run under jax_numpy_rank_promotion='raise'.
+  qi, ki = _block_positions(q0, tq, k0, tk)
   m = None
   if kv_limit is not None:
     m = _and(m, ki < kv_limit)
@@ -493,18 +494,26 @@ def block_mask(p: Problem, q0: Any, tq: int, k0: Any, tk: int,
   if p.pattern is not None:
     m = _and(m, p.pattern.allows(qi, ki, offset=p.diagonal, q_len=p.q_len, kv_len=p.kv_len,
                                  xp=jnp))
-  m = None if m is None else m[None, None, None]
   if p.q_lengths is not None:
-    m = _and(m, (qi < p.q_lengths[:, None, None])[:, None, None])
+    m = _and(m, qi < p.q_lengths[:, None, None, None, None])
   if p.kv_lengths is not None:
-    m = _and(m, (ki < p.kv_lengths[:, None, None])[:, None, None])
+    m = _and(m, ki < p.kv_lengths[:, None, None, None, None])
   if p.q_segment_ids is not None:
     qs = slice_dim(p.q_segment_ids, 1, q0, tq)
     ks = slice_dim(p.kv_segment_ids, 1, k0, tk)
-    m = _and(m, (qs[:, :, None] == ks[:, None, :])[:, None, None])
+    m = _and(m, qs[:, None, None, :, None] == ks[:, None, None, None, :])
   if p.mask is not None:
     m = _and(m, slice_dim(slice_dim(p.mask, 3, q0, tq), 4, k0, tk))
+  if m is not None and m.ndim < 5:  # a pattern may return a lower-rank constant
+    m = jnp.broadcast_to(m, (1,) * (5 - m.ndim) + m.shape)
   return m
+
+
+def _block_positions(q0: Any, tq: int, k0: Any, tk: int) -> tuple[jax.Array, jax.Array]:
+  """Query rows ``[1, 1, 1, tq, 1]`` and key columns ``[1, 1, 1, 1, tk]`` of a block (int32)."""
+  qi = (q0 + jnp.arange(tq, dtype=jnp.int32)).reshape(1, 1, 1, tq, 1)
+  ki = (k0 + jnp.arange(tk, dtype=jnp.int32)).reshape(1, 1, 1, 1, tk)
+  return qi, ki
 
 
 def block_bias(p: Problem, q0: Any, tq: int, k0: Any, tk: int) -> jax.Array | None:
@@ -515,7 +524,8 @@ def block_bias(p: Problem, q0: Any, tq: int, k0: Any, tk: int) -> jax.Array | No
   if p.alibi_slopes is not None or p.relative_table is not None:
     rel = relative_positions(p, q0, tq, k0, tk)
     if p.alibi_slopes is not None:
-      a = -p.alibi_slopes[..., None, None] * jnp.abs(rel).astype(p.compute_dtype)
+      a = (-p.alibi_slopes[..., None, None]
+           * jnp.abs(rel).astype(p.compute_dtype)[None, None, None])
       b = a if b is None else b + a
     if p.relative_table is not None:
       r = relative_bias(p, rel)
@@ -627,8 +637,9 @@ def dropout_keep(p: Problem, q0: Any, tq: int, k0: Any, tk: int) -> jax.Array:
           + jnp.arange(kh * g, dtype=jnp.uint32).reshape(1, kh, g))
   qi = (q0 + jnp.arange(tq, dtype=jnp.int32)).astype(jnp.uint32)
   ki = (k0 + jnp.arange(tk, dtype=jnp.int32)).astype(jnp.uint32)
-  row = _fmix32(_fmix32(bh * jnp.uint32(0x9E3779B9) + seed0)[..., None] ^ qi)  # [.., tq]
-  h = _fmix32((row[..., None] + seed1) ^ (ki * jnp.uint32(0xCC9E2D51)))
+  row = _fmix32(_fmix32(bh * jnp.uint32(0x9E3779B9) + seed0)[..., None]
+                ^ qi[None, None, None])  # [.., tq]
+  h = _fmix32((row[..., None] + seed1) ^ (ki * jnp.uint32(0xCC9E2D51))[None, None, None, None])
   keep_prob = 1.0 - p.dropout_rate
   threshold = jnp.uint32(min(int(keep_prob * 2.0**32), 2**32 - 1))
   return h < threshold

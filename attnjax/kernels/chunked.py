@@ -92,8 +92,43 @@ def chunked_core(p: _common.Problem, block_q: int, block_kv: int) -> tuple[jax.A
     # that q is not rounded twice.
     pp = pp.replace(query=pp.query * jnp.asarray(pp.scale, pp.query.dtype), scale=1.0)
   kv_limit = s if sp != s else None
-  out, lse = _flash(pp, block_q, block_kv, kv_limit)
+  out, lse = _flash(_uniform_vma(pp), block_q, block_kv, kv_limit)
   return out[..., :t, :], lse[..., :t]
+
+
+# ------------------------------------------------------------- shard_map (manual axes)
+
+
+def _vma(x: Any) -> frozenset:
+  """The manual mesh axes ``x`` varies over inside ``shard_map`` (empty outside)."""
+  aval = jax.typeof(x)
+  mat = getattr(aval, "mat", None)  # jax >= 0.10: ManualAxisType(varying=..., ...)
+  if mat is not None:
+    return frozenset(mat.varying)
+  return frozenset(getattr(aval, "vma", None) or ())  # earlier jax
+
+
+def _vary(x: Any, axes: frozenset) -> Any:
+  """``x`` (a pytree) marked as varying over ``axes``, as loop carries must be.
+
+  Inside ``shard_map`` a loop's initial carry (zeros) is invariant while the carry its
+  body returns varies over the inputs' axes; JAX refuses the mismatch. Outside it
+  ``axes`` is empty and this is the identity.
+  """
+  def one(leaf):
+    missing = tuple(sorted(axes - _vma(leaf)))
+    return lax.pcast(leaf, missing, to="varying") if missing else leaf
+  return jax.tree.map(one, x)
+
+
+def _uniform_vma(p: _common.Problem) -> _common.Problem:
+  """Every array of ``p`` varying over the union of their manual axes.
+
+  Done outside the custom VJP so that the kernel sees one set of axes and JAX itself
+  transposes the casts (summing the cotangent of, say, replicated ALiBi slopes).
+  """
+  axes = frozenset().union(*(_vma(x) for x in jax.tree.leaves(p)))
+  return _vary(p, axes) if axes else p
 
 
 # ------------------------------------------------------------------------- block ranges
@@ -244,8 +279,8 @@ def _forward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None
                       precision=p.precision, preferred_element_type=cdt)
       return m_new, l, alpha[..., None] * acc + pv
 
-    init = (jnp.full((b, kh, rows), -jnp.inf, cdt), jnp.zeros((b, kh, rows), cdt),
-            jnp.zeros((b, kh, rows, dv), cdt))
+    init = _vary((jnp.full((b, kh, rows), -jnp.inf, cdt), jnp.zeros((b, kh, rows), cdt),
+                  jnp.zeros((b, kh, rows, dv), cdt)), _vma(p.query))
     m, l, acc = _loop_live(p, bq, bk, i, body, init, transpose=False)
     empty = l == 0.0
     safe_l = jnp.where(empty, 1.0, l)
@@ -279,6 +314,7 @@ def _backward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None, out: j
   sp, dv = p.key.shape[2], p.value.shape[-1]
   nq, nk = tp // bq, sp // bk
   cdt = p.compute_dtype
+  axes = _vma(p.query)
   dout = dout.astype(cdt)
   # d lse / d s = probs, so the lse cotangent folds into the row term of dS.
   delta = jnp.sum(dout * out, axis=-1) - dlse.astype(cdt)
@@ -347,13 +383,13 @@ def _backward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None, out: j
           q0, axis=3)
       return dk_j, dv_j, dq, dbias, dslopes, dtable
 
-    init = (jnp.zeros((b, kh, bk, d), cdt), jnp.zeros((b, kh, bk, dv), cdt), dq, dbias,
-            dslopes, dtable)
+    init = (*_vary((jnp.zeros((b, kh, bk, d), cdt), jnp.zeros((b, kh, bk, dv), cdt)), axes),
+            dq, dbias, dslopes, dtable)
     dk_j, dv_j, dq, dbias, dslopes, dtable = _loop_live(p, bq, bk, j, body, init,
                                                          transpose=True)
     return (dq, dbias, dslopes, dtable), (dk_j, dv_j)
 
-  init = (jnp.zeros((b, kh, g, tp, d), cdt), dbias0, dslopes0, dtable0)
+  init = _vary((jnp.zeros((b, kh, g, tp, d), cdt), dbias0, dslopes0, dtable0), axes)
   (dq, dbias, dslopes, dtable), (dks, dvs) = lax.scan(kv_block, init, jnp.arange(nk))
   dk = jnp.moveaxis(dks, 0, 2).reshape(b, kh, sp, d)
   dv_ = jnp.moveaxis(dvs, 0, 2).reshape(b, kh, sp, dv)
