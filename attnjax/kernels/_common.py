@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from attnjax.kernels import masks
 from attnjax.kernels import positions
 
 ALIGNMENTS = ("top_left", "bottom_right")
@@ -59,6 +60,8 @@ class Problem:
   relative_table: jax.Array | None  # [num_buckets, K, G] float32
   dropout_seed: jax.Array | None  # [2] uint32
   q_offset: jax.Array | None  # [] int32: a traced diagonal offset (decoding); see `diagonal`
+  mask_consts: tuple | None  # arrays the mask_fn closes over (masks.convert)
+  score_consts: tuple | None  # arrays the score_fn closes over; differentiable
   # Static description.
   batch_shape: tuple[int, ...] = ()
   num_heads: int = 1
@@ -70,6 +73,8 @@ class Problem:
   decoding: bool = False  # q_offset was given (or derived from a flax decode step)
   window: tuple[int, int] | None = None
   pattern: Any = None  # a static sparsity pattern (``patterns.py``), or None
+  mask_fn: Any = None  # masks.Converted user mask_fn, or None
+  score_fn: Any = None  # masks.Converted user score_fn, or None
   soft_cap: float | None = None
   relative_max_distance: int = 128
   relative_bidirectional: bool = True
@@ -99,6 +104,7 @@ class Problem:
   def has_structure(self) -> bool:
     """True when some mask or bias depends on positions (so blocks differ)."""
     return (self.causal or self.window is not None or self.pattern is not None
+            or self.mask_fn is not None or self.score_fn is not None
             or self.q_lengths is not None
             or self.kv_lengths is not None or self.q_segment_ids is not None
             or self.alibi_slopes is not None or self.relative_table is not None)
@@ -117,7 +123,8 @@ class Problem:
 
 _ARRAY_FIELDS = [
     "query", "key", "value", "bias", "mask", "q_lengths", "kv_lengths", "q_segment_ids",
-    "kv_segment_ids", "alibi_slopes", "relative_table", "dropout_seed", "q_offset"
+    "kv_segment_ids", "alibi_slopes", "relative_table", "dropout_seed", "q_offset",
+    "mask_consts", "score_consts"
 ]
 jax.tree_util.register_dataclass(
     Problem,
@@ -281,6 +288,8 @@ def prepare(
     q_offset: Any = None,
     local_window_size: int | tuple[int, int] | None = None,
     sparsity_pattern: Any = None,
+    mask_fn: Any = None,
+    score_fn: Any = None,
     query_seq_lengths: Any = None,
     key_value_seq_lengths: Any = None,
     q_segment_ids: Any = None,
@@ -376,6 +385,12 @@ def prepare(
       raise _err(fn, "sparsity_pattern must be hashable (a frozen dataclass): it is static "
                  "under jit") from None
 
+  mask_conv = mask_consts = score_conv = score_consts = None
+  if mask_fn is not None:
+    mask_conv, mask_consts = masks.convert(mask_fn, "mask_fn", 4, fn)
+  if score_fn is not None:
+    score_conv, score_consts = masks.convert(score_fn, "score_fn", 5, fn)
+
   if scale is None:
     scale = 1.0 / math.sqrt(d)
   try:
@@ -443,7 +458,9 @@ def prepare(
       kv_lengths=_canonical_per_batch(key_value_seq_lengths, "key_value_seq_lengths", fn,
                                       batch_shape),
       q_segment_ids=q_segs, kv_segment_ids=kv_segs, alibi_slopes=slopes, relative_table=table,
-      dropout_seed=seed, q_offset=dyn_offset, decoding=decoding, batch_shape=batch_shape,
+      dropout_seed=seed, q_offset=dyn_offset, mask_consts=mask_consts,
+      score_consts=score_consts, mask_fn=mask_conv, score_fn=score_conv,
+      decoding=decoding, batch_shape=batch_shape,
       num_heads=h, q_len=t, kv_len=s, scale=scale,
       causal=bool(is_causal), offset=offset, window=window, pattern=sparsity_pattern,
       soft_cap=logits_soft_cap,
@@ -472,12 +489,40 @@ def _and(a: jax.Array | None, b: jax.Array | None) -> jax.Array | None:
   return jnp.logical_and(a, b)
 
 
+def flex_indices(p: Problem, q0: Any, tq: int, k0: Any, tk: int, *, keys_first: bool = False
+                 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """``(batch, head, q_idx, kv_idx)`` of one block for ``mask_fn`` / ``score_fn``.
+
+  Broadcastable int32 arrays in the block's layout: ``[B, K, G, tq, tk]``, or
+  ``[B, K, tk, G, tq]`` with ``keys_first``. ``batch`` is the flat batch index, ``head``
+  the query head ``k * G + g``, ``q_idx`` the row shifted by ``q_offset`` when given.
+  """
+  b, kh, g = p.batch, p.kv_heads, p.groups
+  shift = p.diagonal if p.decoding else 0
+  bi = jnp.arange(b, dtype=jnp.int32)
+  hi = jnp.arange(kh * g, dtype=jnp.int32)
+  qi = q0 + shift + jnp.arange(tq, dtype=jnp.int32)
+  ki = k0 + jnp.arange(tk, dtype=jnp.int32)
+  if keys_first:
+    return (bi.reshape(b, 1, 1, 1, 1), hi.reshape(1, kh, 1, g, 1), qi.reshape(1, 1, 1, 1, tq),
+            ki.reshape(1, 1, tk, 1, 1))
+  return (bi.reshape(b, 1, 1, 1, 1), hi.reshape(1, kh, g, 1, 1), qi.reshape(1, 1, 1, tq, 1),
+          ki.reshape(1, 1, 1, 1, tk))
+
+
+def flex_mask(p: Problem, q0: Any, tq: int, k0: Any, tk: int) -> jax.Array:
+  """The user ``mask_fn`` over one block, bool broadcastable to ``[B, K, G, tq, tk]``."""
+  return masks.apply(p.mask_fn, p.mask_consts, *flex_indices(p, q0, tq, k0, tk))
+
+
 def block_mask(p: Problem, q0: Any, tq: int, k0: Any, tk: int,
-               kv_limit: int | None = None) -> jax.Array | None:
+               kv_limit: int | None = None, *, skip_flex: bool = False) -> jax.Array | None:
   """Boolean mask (True = attend) for rows [q0, q0+tq) x cols [k0, k0+tk).
 
   Broadcastable to ``[B, K, G, tq, tk]``; ``None`` when nothing is masked. ``kv_limit``
   masks columns at or beyond it (the padding added by the chunked kernel).
+  ``skip_flex``: the block is known full for the sparsity pattern and ``mask_fn`` (its
+  layout said so), which are then not evaluated.
   """
   # Every operand is 5-D ([B, K, G, tq, tk] or size-1 there): no implicit rank promotion,
   # so the kernels run under jax_numpy_rank_promotion='raise'.
@@ -491,9 +536,11 @@ def block_mask(p: Problem, q0: Any, tq: int, k0: Any, tk: int,
   if p.window is not None:
     left, right = p.window
     m = _and(m, jnp.logical_and(rel >= -left, rel <= right))
-  if p.pattern is not None:
+  if p.pattern is not None and not skip_flex:
     m = _and(m, p.pattern.allows(qi, ki, offset=p.diagonal, q_len=p.q_len, kv_len=p.kv_len,
                                  xp=jnp))
+  if p.mask_fn is not None and not skip_flex:
+    m = _and(m, flex_mask(p, q0, tq, k0, tk))
   if p.q_lengths is not None:
     m = _and(m, qi < p.q_lengths[:, None, None, None, None])
   if p.kv_lengths is not None:
@@ -560,8 +607,8 @@ def keys_first_layout(x: jax.Array) -> jax.Array:
 
 
 def block_logits(p: Problem, q_blk: jax.Array, k_blk: jax.Array, q0: Any, k0: Any,
-                 kv_limit: int | None = None, *, keys_first: bool = False
-                 ) -> tuple[jax.Array, jax.Array | None]:
+                 kv_limit: int | None = None, *, keys_first: bool = False,
+                 skip_flex: bool = False, with_raw: bool = False) -> tuple[jax.Array, ...]:
   """Masked logits of one block, in the compute dtype, ``-inf`` where masked.
 
   Args:
@@ -575,9 +622,13 @@ def block_logits(p: Problem, q_blk: jax.Array, k_blk: jax.Array, q0: Any, k0: An
       the ``[.., tq, tk]`` layout makes XLA:CPU copy ``[tk, tq]`` transposes of the
       probabilities and their gradient every block.
 
+    skip_flex: the block is full for the pattern and ``mask_fn`` (see ``block_mask``).
+    with_raw: also return the logits ``score_fn`` was applied to (for its VJP).
+
   Returns:
     ``(logits [B, K, G, tq, tk], tanh_or_None)``; the second is ``tanh(raw / cap)`` when a
-    soft cap is set (the backward pass needs it).
+    soft cap is set (the backward pass needs it). With ``with_raw`` a third element: the
+    scaled (capped) logits before ``score_fn``.
   """
   tq, tk = q_blk.shape[-2], k_blk.shape[-2]
   if keys_first:
@@ -596,14 +647,26 @@ def block_logits(p: Problem, q_blk: jax.Array, k_blk: jax.Array, q0: Any, k0: An
     # Capping before the bias keeps ALiBi/T5/user biases exact (as FlashAttention does).
     th = jnp.tanh(s / p.soft_cap)
     s = p.soft_cap * th
+  raw = s
+  if p.score_fn is not None:
+    s = apply_score(p, s, q0, k0, keys_first=keys_first)
   orient = keys_first_layout if keys_first else (lambda x: x)
   b = block_bias(p, q0, tq, k0, tk)
   if b is not None:
     s = s + orient(b)
-  m = block_mask(p, q0, tq, k0, tk, kv_limit)
+  m = block_mask(p, q0, tq, k0, tk, kv_limit, skip_flex=skip_flex)
   if m is not None:
     s = jnp.where(orient(m), s, -jnp.inf)
-  return s, th
+  return (s, th, raw) if with_raw else (s, th)
+
+
+def apply_score(p: Problem, s: jax.Array, q0: Any, k0: Any, *, keys_first: bool = False,
+                consts: tuple | None = None) -> jax.Array:
+  """``score_fn`` on a block of logits ``s`` (either layout), in the compute dtype."""
+  tq, tk = (s.shape[-1], s.shape[-3]) if keys_first else (s.shape[-2], s.shape[-1])
+  idx = flex_indices(p, q0, tq, k0, tk, keys_first=keys_first)
+  consts = p.score_consts if consts is None else consts
+  return masks.apply(p.score_fn, consts, s, *idx).astype(s.dtype)
 
 
 # ------------------------------------------------------------------------------ dropout

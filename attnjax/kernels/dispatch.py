@@ -79,6 +79,8 @@ def unsupported(p: _common.Problem, name: str, *, return_residual: bool = False,
     why.append(f"{name} does not support segment ids (pass a mask)")
   if p.pattern is not None:
     why.append(f"{name} does not support sparsity_pattern (pass it as a mask)")
+  if p.mask_fn is not None or p.score_fn is not None:
+    why.append(f"{name} does not support mask_fn / score_fn")
   if p.q_offset is not None and (p.causal or p.window is not None):
     why.append(f"{name} does not support a traced q_offset (decoding) with causal/window "
                "masks")

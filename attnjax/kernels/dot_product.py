@@ -17,7 +17,7 @@ Differences from ``jax.nn.dot_product_attention``, all on purpose:
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +55,13 @@ _common_doc = """
       window, dilated, Longformer, BigBird, Sparse Transformer): exact softmax over the
       keys it allows (ANDed with every other mask); the chunked implementation visits only
       blocks the pattern leaves live.
+    mask_fn: ``mask_fn(batch, head, q_idx, kv_idx) -> bool`` (FlexAttention's meaning,
+      see ``attnjax.kernels.masks``): written for scalars, evaluated on broadcast index
+      arrays over a block; True = attend; ANDed with every other mask. The chunked
+      implementation never visits blocks it leaves empty and skips it on full blocks.
+    score_fn: ``score_fn(score, batch, head, q_idx, kv_idx) -> score``: rewrites each
+      scaled (soft-capped) logit before biases are added; arrays it closes over (bias
+      tables, slopes) get gradients.
     query_seq_lengths: int ``[batch...]``; query rows at or beyond it output zeros.
     key_value_seq_lengths: int ``[batch...]``; keys at or beyond it are masked.
     q_segment_ids: int ``[batch..., q_seq]``: packed sequences; a query sees only keys of
@@ -138,6 +145,8 @@ def dot_product_attention(
     q_offset: int | jax.Array | None = None,
     local_window_size: int | tuple[int, int] | None = None,
     sparsity_pattern: Any = None,
+    mask_fn: Callable[..., Any] | None = None,
+    score_fn: Callable[..., Any] | None = None,
     query_seq_lengths: jax.Array | None = None,
     key_value_seq_lengths: jax.Array | None = None,
     q_segment_ids: jax.Array | None = None,
@@ -179,7 +188,7 @@ def dot_product_attention(
       query, key, value, bias, mask, fn="dot_product_attention", scale=scale,
       is_causal=is_causal, alignment=alignment, q_offset=q_offset,
       local_window_size=local_window_size,
-      sparsity_pattern=sparsity_pattern,
+      sparsity_pattern=sparsity_pattern, mask_fn=mask_fn, score_fn=score_fn,
       query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
       q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
       logits_soft_cap=logits_soft_cap, alibi_slopes=alibi_slopes,
@@ -236,6 +245,8 @@ def attention_weights(
     q_offset: int | jax.Array | None = None,
     local_window_size: int | tuple[int, int] | None = None,
     sparsity_pattern: Any = None,
+    mask_fn: Callable[..., Any] | None = None,
+    score_fn: Callable[..., Any] | None = None,
     query_seq_lengths: jax.Array | None = None,
     key_value_seq_lengths: jax.Array | None = None,
     q_segment_ids: jax.Array | None = None,
@@ -259,7 +270,7 @@ def attention_weights(
   p = _common.prepare(
       query, key, None, bias, mask, fn="attention_weights", scale=scale, is_causal=is_causal,
       alignment=alignment, q_offset=q_offset, local_window_size=local_window_size,
-      sparsity_pattern=sparsity_pattern,
+      sparsity_pattern=sparsity_pattern, mask_fn=mask_fn, score_fn=score_fn,
       query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
       q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
       logits_soft_cap=logits_soft_cap, alibi_slopes=alibi_slopes,
@@ -288,6 +299,8 @@ def chunked_attention(
     q_offset: int | jax.Array | None = None,
     local_window_size: int | tuple[int, int] | None = None,
     sparsity_pattern: Any = None,
+    mask_fn: Callable[..., Any] | None = None,
+    score_fn: Callable[..., Any] | None = None,
     query_seq_lengths: jax.Array | None = None,
     key_value_seq_lengths: jax.Array | None = None,
     q_segment_ids: jax.Array | None = None,
@@ -320,6 +333,7 @@ def chunked_attention(
       query, key, value, bias, mask, scale=scale, is_causal=is_causal, alignment=alignment,
       q_offset=q_offset,
       local_window_size=local_window_size, sparsity_pattern=sparsity_pattern,
+      mask_fn=mask_fn, score_fn=score_fn,
       query_seq_lengths=query_seq_lengths,
       key_value_seq_lengths=key_value_seq_lengths, q_segment_ids=q_segment_ids,
       kv_segment_ids=kv_segment_ids, logits_soft_cap=logits_soft_cap,
@@ -358,3 +372,47 @@ def explain_implementation(
   return dispatch.choose_implementation(p, implementation, block_q=block_q, block_kv=block_kv,
                                         return_residual=return_residual,
                                         fn="explain_implementation")
+
+
+def block_layout(
+    mask_fn: Callable[..., Any] | None = None,
+    *,
+    q_len: int,
+    kv_len: int,
+    block_q: int = 512,
+    block_kv: int = 512,
+    batch: int = 1,
+    num_heads: int = 1,
+    is_causal: bool = False,
+    q_offset: int | None = None,
+    local_window_size: int | tuple[int, int] | None = None,
+    sparsity_pattern: Any = None,
+) -> Any:
+  """The block layout the chunked implementation uses for these masks (nothing runs).
+
+  Args:
+    mask_fn: a ``mask_fn(batch, head, q_idx, kv_idx)`` (see ``attnjax.kernels.masks``).
+    q_len, kv_len: sequence lengths.
+    block_q, block_kv: the chunked implementation's block sizes.
+    batch, num_heads: the flat batch size and query heads ``mask_fn`` is evaluated over.
+    is_causal, q_offset, local_window_size, sparsity_pattern: as in
+      :func:`dot_product_attention`.
+
+  Returns:
+    int32 NumPy ``[ceil(q_len / block_q), ceil(kv_len / block_kv)]``: ``masks.EMPTY``
+    (never visited), ``masks.PARTIAL`` (the masks are evaluated) or ``masks.FULL``
+    (visited without evaluating the pattern or ``mask_fn``). Under a transform where
+    the layout depends on traced values (a ``mask_fn`` closing over traced segment ids)
+    a traced array.
+  """
+  from attnjax.kernels import chunked  # pylint: disable=g-import-not-at-top
+  for name, n in (("q_len", q_len), ("kv_len", kv_len), ("block_q", block_q),
+                  ("block_kv", block_kv), ("batch", batch), ("num_heads", num_heads)):
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+      raise ValueError(f"block_layout: {name} must be a positive int, got {n!r}")
+  q = jnp.zeros((batch, q_len, num_heads, 1), jnp.float32)  # only shapes matter
+  k = jnp.zeros((batch, kv_len, 1, 1), jnp.float32)
+  p = _common.prepare(q, k, k, fn="block_layout", mask_fn=mask_fn, is_causal=is_causal,
+                      q_offset=q_offset, local_window_size=local_window_size,
+                      sparsity_pattern=sparsity_pattern)
+  return chunked.block_states(p, block_q, block_kv)[0]
