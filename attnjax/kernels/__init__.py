@@ -11,6 +11,7 @@ Imports only jax, numpy and the standard library.
 
 from attnjax.kernels.dispatch import Choice
 from attnjax.kernels.dot_product import attention_weights
+from attnjax.kernels.dot_product import block_layout
 from attnjax.kernels.dot_product import chunked_attention
 from attnjax.kernels.dot_product import dot_product_attention
 from attnjax.kernels.dot_product import explain_implementation
@@ -21,28 +22,45 @@ from attnjax.kernels.registry import KERNELS
 from attnjax.kernels.registry import get_kernel
 from attnjax.kernels.registry import list_kernels
 from attnjax.kernels.registry import register_kernel
+from attnjax.kernels import masks
 from attnjax.kernels import patterns
+from attnjax.kernels.masks import and_masks
+from attnjax.kernels.masks import causal_mask
+from attnjax.kernels.masks import document_mask
+from attnjax.kernels.masks import or_masks
+from attnjax.kernels.masks import prefix_lm_mask
+from attnjax.kernels.masks import sliding_window_mask
 from attnjax.kernels import variants  # registers the variant kernels
 from attnjax.kernels.variants import ParamSpec
 from attnjax.kernels.variants import init_params
 from attnjax.kernels.variants import params_spec
+from attnjax.kernels.variants import supports_decode
 
 __all__ = [
     "Choice",
     "KERNELS",
     "ParamSpec",
     "alibi_slopes",
+    "and_masks",
     "apply_rotary",
     "attention_weights",
+    "block_layout",
+    "causal_mask",
     "chunked_attention",
+    "document_mask",
     "dot_product_attention",
     "explain_implementation",
     "get_kernel",
     "init_params",
     "list_kernels",
+    "masks",
+    "or_masks",
     "params_spec",
     "patterns",
+    "prefix_lm_mask",
     "register_kernel",
     "relative_position_bucket",
+    "sliding_window_mask",
+    "supports_decode",
     "variants",
 ]

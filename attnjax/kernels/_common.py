@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from typing import Any
 
 import jax
@@ -32,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from attnjax.kernels import masks
 from attnjax.kernels import positions
 
 ALIGNMENTS = ("top_left", "bottom_right")
@@ -57,6 +59,9 @@ class Problem:
   alibi_slopes: jax.Array | None  # [B|1, K, G] float32
   relative_table: jax.Array | None  # [num_buckets, K, G] float32
   dropout_seed: jax.Array | None  # [2] uint32
+  q_offset: jax.Array | None  # [] int32: a traced diagonal offset (decoding); see `diagonal`
+  mask_consts: tuple | None  # arrays the mask_fn closes over (masks.convert)
+  score_consts: tuple | None  # arrays the score_fn closes over; differentiable
   # Static description.
   batch_shape: tuple[int, ...] = ()
   num_heads: int = 1
@@ -64,9 +69,12 @@ class Problem:
   kv_len: int = 1  # S
   scale: float = 1.0
   causal: bool = False
-  offset: int = 0  # key k lies on the diagonal of query q when k == q + offset
+  offset: int = 0  # key k lies on the diagonal of query q when k == q + offset (static)
+  decoding: bool = False  # q_offset was given (or derived from a flax decode step)
   window: tuple[int, int] | None = None
   pattern: Any = None  # a static sparsity pattern (``patterns.py``), or None
+  mask_fn: Any = None  # masks.Converted user mask_fn, or None
+  score_fn: Any = None  # masks.Converted user score_fn, or None
   soft_cap: float | None = None
   relative_max_distance: int = 128
   relative_bidirectional: bool = True
@@ -96,9 +104,18 @@ class Problem:
   def has_structure(self) -> bool:
     """True when some mask or bias depends on positions (so blocks differ)."""
     return (self.causal or self.window is not None or self.pattern is not None
+            or self.mask_fn is not None or self.score_fn is not None
             or self.q_lengths is not None
             or self.kv_lengths is not None or self.q_segment_ids is not None
             or self.alibi_slopes is not None or self.relative_table is not None)
+
+  @property
+  def diagonal(self) -> int | jax.Array:
+    """The diagonal offset: ``q_offset`` when traced, else the static ``offset``.
+
+    Query row ``i`` lies on key ``i + diagonal`` (its absolute position when decoding).
+    """
+    return self.offset if self.q_offset is None else self.q_offset
 
   def replace(self, **kw: Any) -> Problem:
     return dataclasses.replace(self, **kw)
@@ -106,7 +123,8 @@ class Problem:
 
 _ARRAY_FIELDS = [
     "query", "key", "value", "bias", "mask", "q_lengths", "kv_lengths", "q_segment_ids",
-    "kv_segment_ids", "alibi_slopes", "relative_table", "dropout_seed"
+    "kv_segment_ids", "alibi_slopes", "relative_table", "dropout_seed", "q_offset",
+    "mask_consts", "score_consts"
 ]
 jax.tree_util.register_dataclass(
     Problem,
@@ -207,6 +225,55 @@ def _canonical_window(w: Any, fn: str) -> tuple[int, int] | None:
   return left, right
 
 
+def flax_decode_offset(q_len: int, kv_len: int) -> jax.Array | None:
+  """The query position of a ``flax.linen.MultiHeadDotProductAttention(decode=True)`` step.
+
+  In its decode steps flax calls ``attention_fn`` with one query and the whole key/value
+  cache, after bumping the ``'cache'`` collection's ``cache_index``; it passes ``module``
+  only with ``sow_weights=True``. So the calling module is read from flax's module stack
+  (the way ``flax.linen.partitioning`` does), without importing flax: ``None`` unless
+  flax is loaded and the innermost module is such a module in a decode step.
+  """
+  flax_module = sys.modules.get("flax.linen.module")
+  flax_attention = sys.modules.get("flax.linen.attention")
+  if flax_module is None or flax_attention is None or not q_len == 1 < kv_len:
+    return None
+  stack = getattr(getattr(flax_module, "_context", None), "module_stack", None)
+  mod = stack[-1] if stack else None
+  mhdpa = getattr(flax_attention, "MultiHeadDotProductAttention", None)
+  if mhdpa is None or not isinstance(mod, mhdpa) or not getattr(mod, "decode", False):
+    return None
+  if not mod.has_variable("cache", "cache_index"):
+    return None
+  # Bumped before attention_fn runs: the one query sits at the previous index.
+  return jnp.asarray(mod.get_variable("cache", "cache_index"), jnp.int32) - q_len
+
+
+def _canonical_q_offset(q_offset: Any, alignment: str, fn: str, q_len: int, kv_len: int
+                        ) -> tuple[int, jax.Array | None, bool]:
+  """``(static offset, traced offset or None, decoding)`` of the diagonal."""
+  if q_offset is None:
+    derived = flax_decode_offset(q_len, kv_len)
+    if derived is None:
+      return (0 if alignment == "top_left" else kv_len - q_len), None, False
+    return 0, derived, True
+  if alignment != "top_left":
+    raise _err(fn, f"give q_offset or alignment={alignment!r}, not both (q_offset places the "
+               "diagonal itself)")
+  if isinstance(q_offset, (bool, np.bool_)):
+    raise _err(fn, f"q_offset must be an int or an int32 scalar array, got {q_offset!r}")
+  if isinstance(q_offset, (int, np.integer)) or (isinstance(q_offset, np.ndarray)
+                                                 and q_offset.ndim == 0):
+    if not jnp.issubdtype(np.asarray(q_offset).dtype, jnp.integer):
+      raise _err(fn, f"q_offset must be an integer, got dtype {np.asarray(q_offset).dtype}")
+    return int(q_offset), None, True  # static: block skipping stays exact and static
+  x = _as_array(q_offset, "q_offset", fn)
+  if x.ndim != 0 or not jnp.issubdtype(x.dtype, jnp.integer):
+    raise _err(fn, f"q_offset must be an integer scalar (the absolute position of query row "
+               f"0), got shape {x.shape} dtype {x.dtype}")
+  return 0, x.astype(jnp.int32), True
+
+
 def prepare(
     query: Any,
     key: Any,
@@ -218,8 +285,11 @@ def prepare(
     scale: float | None = None,
     is_causal: bool = False,
     alignment: str = "top_left",
+    q_offset: Any = None,
     local_window_size: int | tuple[int, int] | None = None,
     sparsity_pattern: Any = None,
+    mask_fn: Any = None,
+    score_fn: Any = None,
     query_seq_lengths: Any = None,
     key_value_seq_lengths: Any = None,
     q_segment_ids: Any = None,
@@ -239,7 +309,10 @@ def prepare(
   """Validates a kernel call and returns it in canonical layout.
 
   ``value`` may be ``None`` (for :func:`attention_weights`); a dummy zero-width value is
-  used then. All errors are ``ValueError`` naming ``fn``, the argument and the shapes.
+  used then. ``q_offset`` (the absolute position of query row 0; a Python int stays
+  static, an array is traced) replaces the ``alignment`` diagonal; when it is ``None``
+  inside a decode step of ``flax.linen.MultiHeadDotProductAttention(decode=True)`` it is
+  taken from that module's cache index. All errors are ``ValueError`` naming ``fn``, the argument and the shapes.
   """
   q = _as_array(query, "query", fn)
   k = _as_array(key, "key", fn)
@@ -300,7 +373,7 @@ def prepare(
     raise _err(fn, f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
   if not isinstance(is_causal, (bool, np.bool_)):
     raise _err(fn, f"is_causal must be a bool, got {is_causal!r}")
-  offset = 0 if alignment == "top_left" else s - t
+  offset, dyn_offset, decoding = _canonical_q_offset(q_offset, alignment, fn, t, s)
   window = _canonical_window(local_window_size, fn)
   if sparsity_pattern is not None and not callable(getattr(sparsity_pattern, "allows", None)):
     raise _err(fn, f"sparsity_pattern must have an allows(qi, ki, ...) method (see "
@@ -311,6 +384,12 @@ def prepare(
     except TypeError:
       raise _err(fn, "sparsity_pattern must be hashable (a frozen dataclass): it is static "
                  "under jit") from None
+
+  mask_conv = mask_consts = score_conv = score_consts = None
+  if mask_fn is not None:
+    mask_conv, mask_consts = masks.convert(mask_fn, "mask_fn", 4, fn)
+  if score_fn is not None:
+    score_conv, score_consts = masks.convert(score_fn, "score_fn", 5, fn)
 
   if scale is None:
     scale = 1.0 / math.sqrt(d)
@@ -379,7 +458,10 @@ def prepare(
       kv_lengths=_canonical_per_batch(key_value_seq_lengths, "key_value_seq_lengths", fn,
                                       batch_shape),
       q_segment_ids=q_segs, kv_segment_ids=kv_segs, alibi_slopes=slopes, relative_table=table,
-      dropout_seed=seed, batch_shape=batch_shape, num_heads=h, q_len=t, kv_len=s, scale=scale,
+      dropout_seed=seed, q_offset=dyn_offset, mask_consts=mask_consts,
+      score_consts=score_consts, mask_fn=mask_conv, score_fn=score_conv,
+      decoding=decoding, batch_shape=batch_shape,
+      num_heads=h, q_len=t, kv_len=s, scale=scale,
       causal=bool(is_causal), offset=offset, window=window, pattern=sparsity_pattern,
       soft_cap=logits_soft_cap,
       relative_max_distance=int(relative_max_distance),
@@ -407,39 +489,78 @@ def _and(a: jax.Array | None, b: jax.Array | None) -> jax.Array | None:
   return jnp.logical_and(a, b)
 
 
+def flex_indices(p: Problem, q0: Any, tq: int, k0: Any, tk: int, *, keys_first: bool = False
+                 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """``(batch, head, q_idx, kv_idx)`` of one block for ``mask_fn`` / ``score_fn``.
+
+  Broadcastable int32 arrays in the block's layout: ``[B, K, G, tq, tk]``, or
+  ``[B, K, tk, G, tq]`` with ``keys_first``. ``batch`` is the flat batch index, ``head``
+  the query head ``k * G + g``, ``q_idx`` the row shifted by ``q_offset`` when given.
+  """
+  b, kh, g = p.batch, p.kv_heads, p.groups
+  shift = p.diagonal if p.decoding else 0
+  bi = jnp.arange(b, dtype=jnp.int32)
+  hi = jnp.arange(kh * g, dtype=jnp.int32)
+  qi = q0 + shift + jnp.arange(tq, dtype=jnp.int32)
+  ki = k0 + jnp.arange(tk, dtype=jnp.int32)
+  if keys_first:
+    return (bi.reshape(b, 1, 1, 1, 1), hi.reshape(1, kh, 1, g, 1), qi.reshape(1, 1, 1, 1, tq),
+            ki.reshape(1, 1, tk, 1, 1))
+  return (bi.reshape(b, 1, 1, 1, 1), hi.reshape(1, kh, g, 1, 1), qi.reshape(1, 1, 1, tq, 1),
+          ki.reshape(1, 1, 1, 1, tk))
+
+
+def flex_mask(p: Problem, q0: Any, tq: int, k0: Any, tk: int) -> jax.Array:
+  """The user ``mask_fn`` over one block, bool broadcastable to ``[B, K, G, tq, tk]``."""
+  return masks.apply(p.mask_fn, p.mask_consts, *flex_indices(p, q0, tq, k0, tk))
+
+
 def block_mask(p: Problem, q0: Any, tq: int, k0: Any, tk: int,
-               kv_limit: int | None = None) -> jax.Array | None:
+               kv_limit: int | None = None, *, skip_flex: bool = False) -> jax.Array | None:
   """Boolean mask (True = attend) for rows [q0, q0+tq) x cols [k0, k0+tk).
 
   Broadcastable to ``[B, K, G, tq, tk]``; ``None`` when nothing is masked. ``kv_limit``
   masks columns at or beyond it (the padding added by the chunked kernel).
+  ``skip_flex``: the block is known full for the sparsity pattern and ``mask_fn`` (its
+  layout said so), which are then not evaluated.
   """
-  qi = (q0 + jnp.arange(tq, dtype=jnp.int32))[:, None]
-  ki = (k0 + jnp.arange(tk, dtype=jnp.int32))[None, :]
+  # Every operand is 5-D ([B, K, G, tq, tk] or size-1 there): no implicit rank promotion,
+  # so the kernels run under jax_numpy_rank_promotion='raise'.
+  qi, ki = _block_positions(q0, tq, k0, tk)
   m = None
   if kv_limit is not None:
     m = _and(m, ki < kv_limit)
-  rel = ki - qi - p.offset  # key position relative to the query's diagonal
+  rel = ki - qi - p.diagonal  # key position relative to the query's diagonal
   if p.causal:
     m = _and(m, rel <= 0)
   if p.window is not None:
     left, right = p.window
     m = _and(m, jnp.logical_and(rel >= -left, rel <= right))
-  if p.pattern is not None:
-    m = _and(m, p.pattern.allows(qi, ki, offset=p.offset, q_len=p.q_len, kv_len=p.kv_len,
+  if p.pattern is not None and not skip_flex:
+    m = _and(m, p.pattern.allows(qi, ki, offset=p.diagonal, q_len=p.q_len, kv_len=p.kv_len,
                                  xp=jnp))
-  m = None if m is None else m[None, None, None]
+  if p.mask_fn is not None and not skip_flex:
+    m = _and(m, flex_mask(p, q0, tq, k0, tk))
   if p.q_lengths is not None:
-    m = _and(m, (qi < p.q_lengths[:, None, None])[:, None, None])
+    m = _and(m, qi < p.q_lengths[:, None, None, None, None])
   if p.kv_lengths is not None:
-    m = _and(m, (ki < p.kv_lengths[:, None, None])[:, None, None])
+    m = _and(m, ki < p.kv_lengths[:, None, None, None, None])
   if p.q_segment_ids is not None:
     qs = slice_dim(p.q_segment_ids, 1, q0, tq)
     ks = slice_dim(p.kv_segment_ids, 1, k0, tk)
-    m = _and(m, (qs[:, :, None] == ks[:, None, :])[:, None, None])
+    m = _and(m, qs[:, None, None, :, None] == ks[:, None, None, None, :])
   if p.mask is not None:
     m = _and(m, slice_dim(slice_dim(p.mask, 3, q0, tq), 4, k0, tk))
+  if m is not None and m.ndim < 5:  # a pattern may return a lower-rank constant
+    m = jnp.broadcast_to(m, (1,) * (5 - m.ndim) + m.shape)
   return m
+
+
+def _block_positions(q0: Any, tq: int, k0: Any, tk: int) -> tuple[jax.Array, jax.Array]:
+  """Query rows ``[1, 1, 1, tq, 1]`` and key columns ``[1, 1, 1, 1, tk]`` of a block (int32)."""
+  qi = (q0 + jnp.arange(tq, dtype=jnp.int32)).reshape(1, 1, 1, tq, 1)
+  ki = (k0 + jnp.arange(tk, dtype=jnp.int32)).reshape(1, 1, 1, 1, tk)
+  return qi, ki
 
 
 def block_bias(p: Problem, q0: Any, tq: int, k0: Any, tk: int) -> jax.Array | None:
@@ -450,7 +571,8 @@ def block_bias(p: Problem, q0: Any, tq: int, k0: Any, tk: int) -> jax.Array | No
   if p.alibi_slopes is not None or p.relative_table is not None:
     rel = relative_positions(p, q0, tq, k0, tk)
     if p.alibi_slopes is not None:
-      a = -p.alibi_slopes[..., None, None] * jnp.abs(rel).astype(p.compute_dtype)
+      a = (-p.alibi_slopes[..., None, None]
+           * jnp.abs(rel).astype(p.compute_dtype)[None, None, None])
       b = a if b is None else b + a
     if p.relative_table is not None:
       r = relative_bias(p, rel)
@@ -462,7 +584,7 @@ def relative_positions(p: Problem, q0: Any, tq: int, k0: Any, tk: int) -> jax.Ar
   """``key_pos - query_pos - offset`` for one block, int32 ``[tq, tk]``."""
   qi = (q0 + jnp.arange(tq, dtype=jnp.int32))[:, None]
   ki = (k0 + jnp.arange(tk, dtype=jnp.int32))[None, :]
-  return ki - qi - p.offset
+  return ki - qi - p.diagonal
 
 
 def relative_buckets(p: Problem, rel: jax.Array) -> jax.Array:
@@ -485,8 +607,8 @@ def keys_first_layout(x: jax.Array) -> jax.Array:
 
 
 def block_logits(p: Problem, q_blk: jax.Array, k_blk: jax.Array, q0: Any, k0: Any,
-                 kv_limit: int | None = None, *, keys_first: bool = False
-                 ) -> tuple[jax.Array, jax.Array | None]:
+                 kv_limit: int | None = None, *, keys_first: bool = False,
+                 skip_flex: bool = False, with_raw: bool = False) -> tuple[jax.Array, ...]:
   """Masked logits of one block, in the compute dtype, ``-inf`` where masked.
 
   Args:
@@ -500,9 +622,13 @@ def block_logits(p: Problem, q_blk: jax.Array, k_blk: jax.Array, q0: Any, k0: An
       the ``[.., tq, tk]`` layout makes XLA:CPU copy ``[tk, tq]`` transposes of the
       probabilities and their gradient every block.
 
+    skip_flex: the block is full for the pattern and ``mask_fn`` (see ``block_mask``).
+    with_raw: also return the logits ``score_fn`` was applied to (for its VJP).
+
   Returns:
     ``(logits [B, K, G, tq, tk], tanh_or_None)``; the second is ``tanh(raw / cap)`` when a
-    soft cap is set (the backward pass needs it).
+    soft cap is set (the backward pass needs it). With ``with_raw`` a third element: the
+    scaled (capped) logits before ``score_fn``.
   """
   tq, tk = q_blk.shape[-2], k_blk.shape[-2]
   if keys_first:
@@ -521,14 +647,26 @@ def block_logits(p: Problem, q_blk: jax.Array, k_blk: jax.Array, q0: Any, k0: An
     # Capping before the bias keeps ALiBi/T5/user biases exact (as FlashAttention does).
     th = jnp.tanh(s / p.soft_cap)
     s = p.soft_cap * th
+  raw = s
+  if p.score_fn is not None:
+    s = apply_score(p, s, q0, k0, keys_first=keys_first)
   orient = keys_first_layout if keys_first else (lambda x: x)
   b = block_bias(p, q0, tq, k0, tk)
   if b is not None:
     s = s + orient(b)
-  m = block_mask(p, q0, tq, k0, tk, kv_limit)
+  m = block_mask(p, q0, tq, k0, tk, kv_limit, skip_flex=skip_flex)
   if m is not None:
     s = jnp.where(orient(m), s, -jnp.inf)
-  return s, th
+  return (s, th, raw) if with_raw else (s, th)
+
+
+def apply_score(p: Problem, s: jax.Array, q0: Any, k0: Any, *, keys_first: bool = False,
+                consts: tuple | None = None) -> jax.Array:
+  """``score_fn`` on a block of logits ``s`` (either layout), in the compute dtype."""
+  tq, tk = (s.shape[-1], s.shape[-3]) if keys_first else (s.shape[-2], s.shape[-1])
+  idx = flex_indices(p, q0, tq, k0, tk, keys_first=keys_first)
+  consts = p.score_consts if consts is None else consts
+  return masks.apply(p.score_fn, consts, s, *idx).astype(s.dtype)
 
 
 # ------------------------------------------------------------------------------ dropout
@@ -562,8 +700,9 @@ def dropout_keep(p: Problem, q0: Any, tq: int, k0: Any, tk: int) -> jax.Array:
           + jnp.arange(kh * g, dtype=jnp.uint32).reshape(1, kh, g))
   qi = (q0 + jnp.arange(tq, dtype=jnp.int32)).astype(jnp.uint32)
   ki = (k0 + jnp.arange(tk, dtype=jnp.int32)).astype(jnp.uint32)
-  row = _fmix32(_fmix32(bh * jnp.uint32(0x9E3779B9) + seed0)[..., None] ^ qi)  # [.., tq]
-  h = _fmix32((row[..., None] + seed1) ^ (ki * jnp.uint32(0xCC9E2D51)))
+  row = _fmix32(_fmix32(bh * jnp.uint32(0x9E3779B9) + seed0)[..., None]
+                ^ qi[None, None, None])  # [.., tq]
+  h = _fmix32((row[..., None] + seed1) ^ (ki * jnp.uint32(0xCC9E2D51))[None, None, None, None])
   keep_prob = 1.0 - p.dropout_rate
   threshold = jnp.uint32(min(int(keep_prob * 2.0**32), 2**32 - 1))
   return h < threshold

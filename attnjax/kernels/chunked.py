@@ -30,8 +30,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+import numpy as np
+
 from attnjax.kernels import _common
-from attnjax.kernels import patterns
+from attnjax.kernels import masks
 
 # Defaults from experiments/benchmarks/attention_bench.py on a 2-core CPU.
 DEFAULT_BLOCK_Q = 512
@@ -92,8 +94,43 @@ def chunked_core(p: _common.Problem, block_q: int, block_kv: int) -> tuple[jax.A
     # that q is not rounded twice.
     pp = pp.replace(query=pp.query * jnp.asarray(pp.scale, pp.query.dtype), scale=1.0)
   kv_limit = s if sp != s else None
-  out, lse = _flash(pp, block_q, block_kv, kv_limit)
+  out, lse = _flash(_uniform_vma(pp), block_q, block_kv, kv_limit)
   return out[..., :t, :], lse[..., :t]
+
+
+# ------------------------------------------------------------- shard_map (manual axes)
+
+
+def _vma(x: Any) -> frozenset:
+  """The manual mesh axes ``x`` varies over inside ``shard_map`` (empty outside)."""
+  aval = jax.typeof(x)
+  mat = getattr(aval, "mat", None)  # jax >= 0.10: ManualAxisType(varying=..., ...)
+  if mat is not None:
+    return frozenset(mat.varying)
+  return frozenset(getattr(aval, "vma", None) or ())  # earlier jax
+
+
+def _vary(x: Any, axes: frozenset) -> Any:
+  """``x`` (a pytree) marked as varying over ``axes``, as loop carries must be.
+
+  Inside ``shard_map`` a loop's initial carry (zeros) is invariant while the carry its
+  body returns varies over the inputs' axes; JAX refuses the mismatch. Outside it
+  ``axes`` is empty and this is the identity.
+  """
+  def one(leaf):
+    missing = tuple(sorted(axes - _vma(leaf)))
+    return lax.pcast(leaf, missing, to="varying") if missing else leaf
+  return jax.tree.map(one, x)
+
+
+def _uniform_vma(p: _common.Problem) -> _common.Problem:
+  """Every array of ``p`` varying over the union of their manual axes.
+
+  Done outside the custom VJP so that the kernel sees one set of axes and JAX itself
+  transposes the casts (summing the cotangent of, say, replicated ALiBi slopes).
+  """
+  axes = frozenset().union(*(_vma(x) for x in jax.tree.leaves(p)))
+  return _vary(p, axes) if axes else p
 
 
 # ------------------------------------------------------------------------- block ranges
@@ -135,9 +172,9 @@ def _kv_range(p: _common.Problem, i: jax.Array, bq: int, bk: int,
   left, right = _reach(p)
   q_first = i * bq
   q_last = jnp.minimum(q_first + bq, p.q_len) - 1
-  lo_key = jnp.int32(0) if left is None else jnp.maximum(q_first + p.offset - left, 0)
+  lo_key = jnp.int32(0) if left is None else jnp.maximum(q_first + p.diagonal - left, 0)
   hi_key = jnp.int32(p.kv_len) if right is None else jnp.minimum(
-      q_last + p.offset + right + 1, p.kv_len)
+      q_last + p.diagonal + right + 1, p.kv_len)
   if p.kv_lengths is not None:
     hi_key = jnp.minimum(hi_key, jnp.max(p.kv_lengths))
   if p.q_lengths is not None:
@@ -157,8 +194,8 @@ def _q_range(p: _common.Problem, j: jax.Array, bq: int, bk: int,
   k_first = j * bk
   k_last = jnp.minimum(k_first + bk, p.kv_len) - 1
   # q attends k iff q + offset - left <= k <= q + offset + right.
-  lo_q = jnp.int32(0) if right is None else jnp.maximum(k_first - p.offset - right, 0)
-  hi_q = jnp.int32(p.q_len) if left is None else jnp.minimum(k_last - p.offset + left + 1,
+  lo_q = jnp.int32(0) if right is None else jnp.maximum(k_first - p.diagonal - right, 0)
+  hi_q = jnp.int32(p.q_len) if left is None else jnp.minimum(k_last - p.diagonal + left + 1,
                                                             p.q_len)
   if p.q_lengths is not None:
     hi_q = jnp.minimum(hi_q, jnp.max(p.q_lengths))
@@ -172,32 +209,111 @@ def _q_range(p: _common.Problem, j: jax.Array, bq: int, bk: int,
   return lo.astype(jnp.int32), hi.astype(jnp.int32)
 
 
-def _loop_live(p: _common.Problem, bq: int, bk: int, i: jax.Array, body: Any, init: Any, *,
-               transpose: bool) -> Any:
-  """``fori_loop`` of ``body(j, carry)`` over the blocks live for block ``i``.
+def uses_layout(p: _common.Problem) -> bool:
+  """Whether the loops run over a block layout (a pattern or a ``mask_fn``) or a range."""
+  return p.pattern is not None or p.mask_fn is not None
 
-  Forward (``transpose=False``): ``i`` is a query block, ``j`` runs over key blocks;
-  backward: the other way round. Without a sparsity pattern the live blocks are one
-  contiguous range (causal / window / lengths); with one, a static per-block index list
-  from ``patterns.block_layout`` (visiting only blocks with a live entry).
+
+def _structure(p: _common.Problem, q0: Any, tq: int, tk: int, mask_consts: Any) -> jax.Array:
+  """Causal, window, pattern and ``mask_fn`` over rows ``[q0, q0 + tq)`` x keys ``[0, tk)``.
+
+  The masks that decide the block layout (lengths, segment ids and a user ``mask`` are
+  applied inside the visited blocks); bool, broadcastable to ``[B, K, G, tq, tk]``.
+  """
+  qi = (q0 + jnp.arange(tq, dtype=jnp.int32)).reshape(1, 1, 1, tq, 1)
+  ki = jnp.arange(tk, dtype=jnp.int32).reshape(1, 1, 1, 1, tk)
+  rel = ki - qi - p.diagonal
+  m = (qi < p.q_len) & (ki < p.kv_len)
+  if p.causal:
+    m = m & (rel <= 0)
+  if p.window is not None:
+    m = m & (rel >= -p.window[0]) & (rel <= p.window[1])
+  if p.pattern is not None:
+    m = m & p.pattern.allows(qi, ki, offset=p.diagonal, q_len=p.q_len, kv_len=p.kv_len, xp=jnp)
+  if p.mask_fn is not None:
+    m = m & masks.apply(p.mask_fn, mask_consts, *_common.flex_indices(p, q0, tq, 0, tk))
+  return m
+
+
+def block_states(p: _common.Problem, bq: int, bk: int) -> tuple[Any, bool]:
+  """Per-block state ``[nq, nk]`` (``masks.EMPTY / PARTIAL / FULL``) of the layout masks.
+
+  FULL: every real entry is kept by the pattern and ``mask_fn`` (they are not evaluated
+  there); EMPTY: none is (never visited). Computed at trace time in NumPy-compatible
+  eager ``jnp`` when everything it depends on is static (a static offset and a
+  ``mask_fn`` closing over concrete values only), else at run time, one query block at
+  a time (``O(block_q * kv_seq)`` memory, no logits).
+
+  Returns:
+    ``(states, static)``: a NumPy array when ``static``, else a traced int32 array.
   """
   nq, nk = -(-p.q_len // bq), -(-p.kv_len // bk)
-  if p.pattern is None:
+  static = p.q_offset is None and (p.mask_fn is None or p.mask_fn.static)
+
+  def row(q0, consts):
+    m = _structure(p, q0, bq, nk * bk, consts)
+    m = m.reshape(m.shape[:-1] + (nk, bk))
+    qi = (q0 + jnp.arange(bq, dtype=jnp.int32)).reshape(1, 1, 1, bq, 1, 1)
+    ki = jnp.arange(nk * bk, dtype=jnp.int32).reshape(1, 1, 1, 1, nk, bk)
+    valid = (qi < p.q_len) & (ki < p.kv_len)
+    axes = (0, 1, 2, 3, 5)
+    live = jnp.any(m, axis=axes)  # m is already False outside valid
+    full = jnp.all(m | ~valid, axis=axes)
+    return jnp.where(live, jnp.where(full, masks.FULL, masks.PARTIAL), masks.EMPTY
+                     ).astype(jnp.int32)
+
+  if static:
+    consts = p.mask_fn.static_consts if p.mask_fn is not None else None
+    with jax.ensure_compile_time_eval():
+      return np.stack([np.asarray(row(i * bq, consts)) for i in range(nq)]), True
+  return lax.map(lambda i: row(i * bq, p.mask_consts), jnp.arange(nq, dtype=jnp.int32)), False
+
+
+def _lists(states: Any, xp: Any) -> tuple[Any, Any, Any]:
+  """Per row: block indices with FULL first then PARTIAL, their counts ``(idx, nfull, n)``."""
+  if xp is np:
+    idx = np.argsort(-states, axis=1, kind="stable").astype(np.int32)
+  else:
+    idx = jnp.argsort(-states, axis=1, stable=True).astype(jnp.int32)
+  return (idx, xp.sum(states == masks.FULL, axis=1).astype(np.int32),
+          xp.sum(states != masks.EMPTY, axis=1).astype(np.int32))
+
+
+def _loop_live(p: _common.Problem, bq: int, bk: int, i: jax.Array, body: Any, init: Any, *,
+               transpose: bool, layout: Any = None) -> Any:
+  """Runs ``body(j, carry, skip_flex)`` over the blocks live for block ``i``.
+
+  Forward (``transpose=False``): ``i`` is a query block, ``j`` runs over key blocks;
+  backward: the other way round. Without a pattern or ``mask_fn`` the live blocks are
+  one contiguous range (causal / window / lengths / segment hulls), with dynamic bounds
+  when ``q_offset`` is traced. With one, ``layout`` (``_lists`` of ``block_states``)
+  lists the non-empty blocks, full ones first, visited with ``skip_flex=True``.
+  """
+  nq, nk = -(-p.q_len // bq), -(-p.kv_len // bk)
+  if layout is None:
     lo, hi = (_q_range(p, i, bq, bk, nq) if transpose else _kv_range(p, i, bq, bk, nk))
-    return lax.fori_loop(lo, hi, body, init)
-  kv_idx, kv_count, q_idx, q_count = patterns.block_layout(
-      p.pattern, p.causal, p.window, p.offset, p.q_len, p.kv_len, bq, bk)
-  idx, count = (q_idx, q_count) if transpose else (kv_idx, kv_count)
-  row = jnp.asarray(idx)[i]
-  return lax.fori_loop(0, jnp.asarray(count)[i], lambda n, c: body(row[n], c), init)
+    return lax.fori_loop(lo, hi, lambda j, c: body(j, c, False), init)
+  idx, nfull, count = (jnp.asarray(x) for x in layout)
+  row, nf, n = idx[i], nfull[i], count[i]
+  carry = lax.fori_loop(0, nf, lambda m, c: body(row[m], c, True), init)
+  return lax.fori_loop(nf, n, lambda m, c: body(row[m], c, False), carry)
+
+
+def _layouts(p: _common.Problem, bq: int, bk: int) -> tuple[Any, Any]:
+  """``(forward lists, backward lists)``, or ``(None, None)`` for the range loops."""
+  if not uses_layout(p):
+    return None, None
+  states, static = block_states(p, bq, bk)
+  xp = np if static else jnp
+  return _lists(states, xp), _lists(states.T, xp)
 
 
 def live_block_count(p: _common.Problem, block_q: int, block_kv: int) -> int:
   """Number of (query block, key block) pairs the forward pass visits (for benchmarks)."""
   nq, nk = -(-p.q_len // block_q), -(-p.kv_len // block_kv)
-  if p.pattern is not None:
-    return int(patterns.block_layout(p.pattern, p.causal, p.window, p.offset, p.q_len,
-                                     p.kv_len, block_q, block_kv)[1].sum())
+  if uses_layout(p):
+    states, _ = block_states(p, block_q, block_kv)
+    return int(np.sum(np.asarray(states) != masks.EMPTY))
   lo, hi = jax.vmap(lambda i: _kv_range(p, i, block_q, block_kv, nk))(jnp.arange(nq))
   return int(jnp.sum(hi - lo))
 
@@ -211,6 +327,7 @@ def _forward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None
   sp, dv = p.key.shape[2], p.value.shape[-1]
   nq, nk = tp // bq, sp // bk
   cdt = p.compute_dtype
+  layout, _ = _layouts(p, bq, bk)
 
   def q_block(i):
     q0 = i * bq
@@ -220,12 +337,12 @@ def _forward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None
     # [tq, tk] block between layouts of the unit G axis.
     rows = g * bq
 
-    def body(j, carry):
+    def body(j, carry, skip):
       m, l, acc = carry
       k0 = j * bk
       k_blk = lax.dynamic_slice_in_dim(p.key, k0, bk, axis=2)
       v_blk = lax.dynamic_slice_in_dim(p.value, k0, bk, axis=2)
-      s, _ = _common.block_logits(p, q_blk, k_blk, q0, k0, kv_limit)
+      s, _ = _common.block_logits(p, q_blk, k_blk, q0, k0, kv_limit, skip_flex=skip)
       s = s.reshape(b, kh, rows, bk)
       m_new = jnp.maximum(m, jnp.max(s, axis=-1))
       # A row with nothing live so far keeps m = -inf; shifting by 0 keeps exp() exact 0.
@@ -241,9 +358,9 @@ def _forward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None
                       precision=p.precision, preferred_element_type=cdt)
       return m_new, l, alpha[..., None] * acc + pv
 
-    init = (jnp.full((b, kh, rows), -jnp.inf, cdt), jnp.zeros((b, kh, rows), cdt),
-            jnp.zeros((b, kh, rows, dv), cdt))
-    m, l, acc = _loop_live(p, bq, bk, i, body, init, transpose=False)
+    init = _vary((jnp.full((b, kh, rows), -jnp.inf, cdt), jnp.zeros((b, kh, rows), cdt),
+                  jnp.zeros((b, kh, rows, dv), cdt)), _vma(p.query))
+    m, l, acc = _loop_live(p, bq, bk, i, body, init, transpose=False, layout=layout)
     empty = l == 0.0
     safe_l = jnp.where(empty, 1.0, l)
     out = (acc / safe_l[..., None]).reshape(b, kh, g, bq, dv)
@@ -276,6 +393,7 @@ def _backward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None, out: j
   sp, dv = p.key.shape[2], p.value.shape[-1]
   nq, nk = tp // bq, sp // bk
   cdt = p.compute_dtype
+  axes = _vma(p.query)
   dout = dout.astype(cdt)
   # d lse / d s = probs, so the lse cotangent folds into the row term of dS.
   delta = jnp.sum(dout * out, axis=-1) - dlse.astype(cdt)
@@ -287,15 +405,25 @@ def _backward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None, out: j
             for a, n in enumerate(p.bias.shape)), cdt)
   dslopes0 = None if p.alibi_slopes is None else jnp.zeros_like(p.alibi_slopes)
   dtable0 = None if p.relative_table is None else jnp.zeros_like(p.relative_table)
+  # score_fn's closed-over arrays: the float ones are differentiated, the rest are fixed.
+  consts = p.score_consts or ()
+  is_float = [jnp.issubdtype(c.dtype, jnp.inexact) for c in consts]
+  dscore0 = tuple(jnp.zeros(c.shape, cdt) for c, f in zip(consts, is_float) if f)
+
+  def with_floats(floats):
+    it = iter(floats)
+    return tuple(next(it) if f else c for c, f in zip(consts, is_float))
+
+  _, layout = _layouts(p, bq, bk)
 
   def kv_block(carry, j):
-    dq, dbias, dslopes, dtable = carry
+    dq, dbias, dslopes, dtable, dscore = carry
     k0 = j * bk
     k_blk = lax.dynamic_slice_in_dim(p.key, k0, bk, axis=2)
     v_blk = lax.dynamic_slice_in_dim(p.value, k0, bk, axis=2)
 
-    def body(i, c):
-      dk_j, dv_j, dq, dbias, dslopes, dtable = c
+    def body(i, c, skip):
+      dk_j, dv_j, dq, dbias, dslopes, dtable, dscore = c
       q0 = i * bq
       q_blk = lax.dynamic_slice_in_dim(p.query, q0, bq, axis=3)
       do_blk = lax.dynamic_slice_in_dim(dout, q0, bq, axis=3)
@@ -303,7 +431,8 @@ def _backward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None, out: j
       delta_blk = lax.dynamic_slice_in_dim(delta, q0, bq, axis=3)
       # Keys-first layout ([B, K, tk, G, tq], "_t" suffix): all five matmuls below read
       # their operands in place (see _common.block_logits).
-      s_t, th_t = _common.block_logits(p, q_blk, k_blk, q0, k0, kv_limit, keys_first=True)
+      s_t, th_t, raw_t = _common.block_logits(p, q_blk, k_blk, q0, k0, kv_limit,
+                                              keys_first=True, skip_flex=skip, with_raw=True)
       pr_t = jnp.exp(s_t - lse_blk[:, :, None])
       dp_t = jnp.einsum("bksd,bkgtd->bksgt", v_blk, do_blk, precision=p.precision,
                         preferred_element_type=cdt)
@@ -331,6 +460,13 @@ def _backward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None, out: j
           per_pos = jnp.sum(ds, axis=0).reshape(kh * g, -1).T  # [tq*tk, K*G]
           dtable = dtable + jnp.zeros((nb, kh * g), cdt).at[buckets].add(per_pos).reshape(
               nb, kh, g)
+      if p.score_fn is not None:
+        # Back through score_fn (recomputed on the raw logits), to them and to its arrays.
+        _, vjp = jax.vjp(lambda r, fl: _common.apply_score(
+            p, r, q0, k0, keys_first=True, consts=with_floats(fl)), raw_t,
+                         tuple(c for c, f in zip(consts, is_float) if f))
+        ds_t, dfl = vjp(ds_t)
+        dscore = tuple(a + b.astype(cdt) for a, b in zip(dscore, dfl))
       if th_t is not None:
         ds_t = ds_t * (1.0 - th_t * th_t)
       if p.scale != 1.0:
@@ -342,16 +478,16 @@ def _backward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None, out: j
       dq = lax.dynamic_update_slice_in_dim(
           dq, lax.dynamic_slice_in_dim(dq, q0, bq, axis=3) + dq_t.transpose(0, 1, 3, 4, 2),
           q0, axis=3)
-      return dk_j, dv_j, dq, dbias, dslopes, dtable
+      return dk_j, dv_j, dq, dbias, dslopes, dtable, dscore
 
-    init = (jnp.zeros((b, kh, bk, d), cdt), jnp.zeros((b, kh, bk, dv), cdt), dq, dbias,
-            dslopes, dtable)
-    dk_j, dv_j, dq, dbias, dslopes, dtable = _loop_live(p, bq, bk, j, body, init,
-                                                         transpose=True)
-    return (dq, dbias, dslopes, dtable), (dk_j, dv_j)
+    init = (*_vary((jnp.zeros((b, kh, bk, d), cdt), jnp.zeros((b, kh, bk, dv), cdt)), axes),
+            dq, dbias, dslopes, dtable, dscore)
+    dk_j, dv_j, dq, dbias, dslopes, dtable, dscore = _loop_live(
+        p, bq, bk, j, body, init, transpose=True, layout=layout)
+    return (dq, dbias, dslopes, dtable, dscore), (dk_j, dv_j)
 
-  init = (jnp.zeros((b, kh, g, tp, d), cdt), dbias0, dslopes0, dtable0)
-  (dq, dbias, dslopes, dtable), (dks, dvs) = lax.scan(kv_block, init, jnp.arange(nk))
+  init = _vary((jnp.zeros((b, kh, g, tp, d), cdt), dbias0, dslopes0, dtable0, dscore0), axes)
+  (dq, dbias, dslopes, dtable, dscore), (dks, dvs) = lax.scan(kv_block, init, jnp.arange(nk))
   dk = jnp.moveaxis(dks, 0, 2).reshape(b, kh, sp, d)
   dv_ = jnp.moveaxis(dvs, 0, 2).reshape(b, kh, sp, dv)
   zeros = jax.tree.map(lambda _: None, p)
@@ -359,7 +495,17 @@ def _backward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None, out: j
       query=dq.astype(p.query.dtype), key=dk.astype(p.key.dtype),
       value=dv_.astype(p.value.dtype),
       bias=None if dbias is None else dbias.astype(p.bias.dtype),
-      alibi_slopes=dslopes, relative_table=dtable)
+      alibi_slopes=dslopes, relative_table=dtable, score_consts=_score_cotangents(
+          p.score_consts, is_float, dscore))
+
+
+def _score_cotangents(consts: tuple | None, is_float: list[bool], dfloats: tuple
+                      ) -> tuple | None:
+  """Cotangents of ``score_fn``'s arrays: the accumulated ones, ``None`` for int arrays."""
+  if consts is None:
+    return None
+  it = iter(dfloats)
+  return tuple(next(it).astype(c.dtype) if f else None for c, f in zip(consts, is_float))
 
 
 # --------------------------------------------------------------------------- custom_vjp

@@ -17,7 +17,7 @@ Differences from ``jax.nn.dot_product_attention``, all on purpose:
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -40,12 +40,28 @@ _common_doc = """
     alignment: where the diagonal of causal / window masks (and the zero of ALiBi / T5
       distances) sits when ``q_seq != kv_seq``: ``'top_left'`` (query i <-> key i, as
       ``jax.nn``) or ``'bottom_right'`` (last query <-> last key, as FlashAttention).
+    q_offset: the absolute position of query row 0, keys being at positions
+      ``0..kv_seq-1`` (query row ``i`` is at ``q_offset + i``): the diagonal of causal,
+      window and pattern masks and the zero of ALiBi / T5 distances, replacing
+      ``alignment``. For cached decoding: a Python int is static (the chunked path skips
+      blocks exactly), an int32 scalar array may be traced (the cache index under
+      ``jit``; the chunked path then bounds its loops dynamically and visits a
+      pattern's blocks conservatively). Inside a decode step of
+      ``flax.linen.MultiHeadDotProductAttention(decode=True)`` it defaults to that
+      module's cache position, so flax's cached decoding is exact.
     local_window_size: ``w`` or ``(left, right)``: query i sees keys within
       ``[i - left, i + right]`` of its diagonal.
     sparsity_pattern: a static pattern from ``attnjax.kernels.patterns`` (sliding
       window, dilated, Longformer, BigBird, Sparse Transformer): exact softmax over the
       keys it allows (ANDed with every other mask); the chunked implementation visits only
       blocks the pattern leaves live.
+    mask_fn: ``mask_fn(batch, head, q_idx, kv_idx) -> bool`` (FlexAttention's meaning,
+      see ``attnjax.kernels.masks``): written for scalars, evaluated on broadcast index
+      arrays over a block; True = attend; ANDed with every other mask. The chunked
+      implementation never visits blocks it leaves empty and skips it on full blocks.
+    score_fn: ``score_fn(score, batch, head, q_idx, kv_idx) -> score``: rewrites each
+      scaled (soft-capped) logit before biases are added; arrays it closes over (bias
+      tables, slopes) get gradients.
     query_seq_lengths: int ``[batch...]``; query rows at or beyond it output zeros.
     key_value_seq_lengths: int ``[batch...]``; keys at or beyond it are masked.
     q_segment_ids: int ``[batch..., q_seq]``: packed sequences; a query sees only keys of
@@ -126,8 +142,11 @@ def dot_product_attention(
     scale: float | None = None,
     is_causal: bool = False,
     alignment: str = "top_left",
+    q_offset: int | jax.Array | None = None,
     local_window_size: int | tuple[int, int] | None = None,
     sparsity_pattern: Any = None,
+    mask_fn: Callable[..., Any] | None = None,
+    score_fn: Callable[..., Any] | None = None,
     query_seq_lengths: jax.Array | None = None,
     key_value_seq_lengths: jax.Array | None = None,
     q_segment_ids: jax.Array | None = None,
@@ -167,8 +186,9 @@ def dot_product_attention(
   """
   p = _common.prepare(
       query, key, value, bias, mask, fn="dot_product_attention", scale=scale,
-      is_causal=is_causal, alignment=alignment, local_window_size=local_window_size,
-      sparsity_pattern=sparsity_pattern,
+      is_causal=is_causal, alignment=alignment, q_offset=q_offset,
+      local_window_size=local_window_size,
+      sparsity_pattern=sparsity_pattern, mask_fn=mask_fn, score_fn=score_fn,
       query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
       q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
       logits_soft_cap=logits_soft_cap, alibi_slopes=alibi_slopes,
@@ -222,8 +242,11 @@ def attention_weights(
     scale: float | None = None,
     is_causal: bool = False,
     alignment: str = "top_left",
+    q_offset: int | jax.Array | None = None,
     local_window_size: int | tuple[int, int] | None = None,
     sparsity_pattern: Any = None,
+    mask_fn: Callable[..., Any] | None = None,
+    score_fn: Callable[..., Any] | None = None,
     query_seq_lengths: jax.Array | None = None,
     key_value_seq_lengths: jax.Array | None = None,
     q_segment_ids: jax.Array | None = None,
@@ -246,8 +269,8 @@ def attention_weights(
   """
   p = _common.prepare(
       query, key, None, bias, mask, fn="attention_weights", scale=scale, is_causal=is_causal,
-      alignment=alignment, local_window_size=local_window_size,
-      sparsity_pattern=sparsity_pattern,
+      alignment=alignment, q_offset=q_offset, local_window_size=local_window_size,
+      sparsity_pattern=sparsity_pattern, mask_fn=mask_fn, score_fn=score_fn,
       query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
       q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
       logits_soft_cap=logits_soft_cap, alibi_slopes=alibi_slopes,
@@ -273,8 +296,11 @@ def chunked_attention(
     scale: float | None = None,
     is_causal: bool = False,
     alignment: str = "top_left",
+    q_offset: int | jax.Array | None = None,
     local_window_size: int | tuple[int, int] | None = None,
     sparsity_pattern: Any = None,
+    mask_fn: Callable[..., Any] | None = None,
+    score_fn: Callable[..., Any] | None = None,
     query_seq_lengths: jax.Array | None = None,
     key_value_seq_lengths: jax.Array | None = None,
     q_segment_ids: jax.Array | None = None,
@@ -305,7 +331,9 @@ def chunked_attention(
   """
   return dot_product_attention(
       query, key, value, bias, mask, scale=scale, is_causal=is_causal, alignment=alignment,
+      q_offset=q_offset,
       local_window_size=local_window_size, sparsity_pattern=sparsity_pattern,
+      mask_fn=mask_fn, score_fn=score_fn,
       query_seq_lengths=query_seq_lengths,
       key_value_seq_lengths=key_value_seq_lengths, q_segment_ids=q_segment_ids,
       kv_segment_ids=kv_segment_ids, logits_soft_cap=logits_soft_cap,
@@ -344,3 +372,47 @@ def explain_implementation(
   return dispatch.choose_implementation(p, implementation, block_q=block_q, block_kv=block_kv,
                                         return_residual=return_residual,
                                         fn="explain_implementation")
+
+
+def block_layout(
+    mask_fn: Callable[..., Any] | None = None,
+    *,
+    q_len: int,
+    kv_len: int,
+    block_q: int = 512,
+    block_kv: int = 512,
+    batch: int = 1,
+    num_heads: int = 1,
+    is_causal: bool = False,
+    q_offset: int | None = None,
+    local_window_size: int | tuple[int, int] | None = None,
+    sparsity_pattern: Any = None,
+) -> Any:
+  """The block layout the chunked implementation uses for these masks (nothing runs).
+
+  Args:
+    mask_fn: a ``mask_fn(batch, head, q_idx, kv_idx)`` (see ``attnjax.kernels.masks``).
+    q_len, kv_len: sequence lengths.
+    block_q, block_kv: the chunked implementation's block sizes.
+    batch, num_heads: the flat batch size and query heads ``mask_fn`` is evaluated over.
+    is_causal, q_offset, local_window_size, sparsity_pattern: as in
+      :func:`dot_product_attention`.
+
+  Returns:
+    int32 NumPy ``[ceil(q_len / block_q), ceil(kv_len / block_kv)]``: ``masks.EMPTY``
+    (never visited), ``masks.PARTIAL`` (the masks are evaluated) or ``masks.FULL``
+    (visited without evaluating the pattern or ``mask_fn``). Under a transform where
+    the layout depends on traced values (a ``mask_fn`` closing over traced segment ids)
+    a traced array.
+  """
+  from attnjax.kernels import chunked  # pylint: disable=g-import-not-at-top
+  for name, n in (("q_len", q_len), ("kv_len", kv_len), ("block_q", block_q),
+                  ("block_kv", block_kv), ("batch", batch), ("num_heads", num_heads)):
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+      raise ValueError(f"block_layout: {name} must be a positive int, got {n!r}")
+  q = jnp.zeros((batch, q_len, num_heads, 1), jnp.float32)  # only shapes matter
+  k = jnp.zeros((batch, kv_len, 1, 1), jnp.float32)
+  p = _common.prepare(q, k, k, fn="block_layout", mask_fn=mask_fn, is_causal=is_causal,
+                      q_offset=q_offset, local_window_size=local_window_size,
+                      sparsity_pattern=sparsity_pattern)
+  return chunked.block_states(p, block_q, block_kv)[0]

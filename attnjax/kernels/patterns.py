@@ -4,12 +4,15 @@ A pattern is a frozen (hashable, static) dataclass with one method,
 ``allows(qi, ki, *, offset, q_len, kv_len, xp)``, a boolean predicate on broadcast integer
 query/key positions. It is evaluated lazily, block by block, like the causal and window
 masks (``_common.block_mask``): the dense kernel evaluates it once over ``[T, S]``, the
-chunked kernel per block, and :func:`block_layout` evaluates it in NumPy at trace time to
-list the blocks that have any live entry, so the chunked kernel never visits an empty
-block (a window-type pattern costs ``O(T * (w + block))``, not ``O(T * S)``).
+chunked kernel per block, and ``chunked.block_states`` evaluates it at trace time (with
+``mask_fn``, one layout mechanism) to list the blocks that have any live entry, so the
+chunked kernel never visits an empty block and skips the pattern on full ones (a
+window-type pattern costs ``O(T * (w + block))``, not ``O(T * S)``).
 
-``rel = ki - qi - offset`` is the key's position relative to the query's diagonal (see
-``alignment`` in ``dot_product_attention``). Patterns AND with every other mask.
+``rel = ki - qi - offset`` is the key's position relative to the query's diagonal and
+``qi + offset`` the query's absolute position (see ``alignment`` and ``q_offset`` in
+``dot_product_attention``); ``offset`` may be a traced scalar when decoding. Patterns AND
+with every other mask.
 
 Pass one as ``sparsity_pattern=`` to ``dot_product_attention`` / ``chunked_attention`` /
 ``attention_weights``; the registered sparse kernels (``sparse.py``) are thin wrappers.
@@ -65,7 +68,8 @@ class Longformer:
   def allows(self, qi, ki, *, offset, q_len, kv_len, xp):
     del q_len, kv_len, xp
     rel = _rel(qi, ki, offset)
-    return (((rel >= -self.left) & (rel <= self.right)) | (qi < self.num_global)
+    # Global queries by absolute position (row + offset), so that decoding agrees.
+    return (((rel >= -self.left) & (rel <= self.right)) | (qi + offset < self.num_global)
             | (ki < self.num_global))
 
 
@@ -108,14 +112,17 @@ class BigBird:
                                   self.num_random_blocks)
 
   def allows(self, qi, ki, *, offset, q_len, kv_len, xp):
-    del offset
     b = self.block_size
-    qb, kb = qi // b, ki // b
+    # Query blocks by absolute position (row + offset), so that decoding agrees.
+    qb, kb = (qi + offset) // b, ki // b
     half = self.num_window_blocks // 2
     ok = (xp.abs(kb - qb) <= half) | (qb < self.num_global_blocks) | (
         kb < self.num_global_blocks)
     if self.num_random_blocks:
-      rand = xp.asarray(self.random_blocks(q_len, kv_len))
+      # Rows are drawn in order, so a longer table extends a shorter one: sizing it by
+      # max(q_len, kv_len) keeps q_len <= kv_len calls unchanged and gives a decoding
+      # query (q_len 1 at some offset) the row of its absolute block.
+      rand = xp.asarray(self.random_blocks(max(q_len, kv_len), kv_len))
       nqb, nkb = rand.shape
       ok = ok | rand[xp.clip(qb, 0, nqb - 1), xp.clip(kb, 0, nkb - 1)]
     return ok
@@ -163,53 +170,3 @@ def dense_mask(pattern: Any, q_len: int, kv_len: int, offset: int = 0) -> np.nda
   return np.broadcast_to(
       pattern.allows(qi, ki, offset=offset, q_len=q_len, kv_len=kv_len, xp=np),
       (q_len, kv_len)).copy()
-
-
-def static_allows(pattern: Any, causal: bool, window: tuple[int, int] | None, offset: int,
-                  q_len: int, kv_len: int, qi: np.ndarray, ki: np.ndarray) -> np.ndarray:
-  """Pattern AND the static causal/window masks, in NumPy (for block layouts)."""
-  ok = np.ones(np.broadcast_shapes(qi.shape, ki.shape), bool)
-  rel = ki - qi - offset
-  if causal:
-    ok &= rel <= 0
-  if window is not None:
-    ok &= (rel >= -window[0]) & (rel <= window[1])
-  if pattern is not None:
-    ok &= pattern.allows(qi, ki, offset=offset, q_len=q_len, kv_len=kv_len, xp=np)
-  return ok
-
-
-@functools.lru_cache(maxsize=64)
-def block_layout(pattern: Any, causal: bool, window: tuple[int, int] | None, offset: int,
-                 q_len: int, kv_len: int, block_q: int, block_kv: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """Live blocks of a pattern, as index lists for the chunked kernel's loops.
-
-  Computed in NumPy at trace time (the pattern is static), one query block at a time so
-  that memory stays ``O(block_q * kv_len)``.
-
-  Returns:
-    ``(kv_idx [nq, max_live], kv_count [nq], q_idx [nk, max_live_t], q_count [nk])``:
-    row ``i`` of ``kv_idx`` lists the key blocks query block ``i`` must visit (padded with
-    0 past ``kv_count[i]``); ``q_idx`` is the transpose, for the backward pass.
-  """
-  nq, nk = -(-q_len // block_q), -(-kv_len // block_kv)
-  live = np.zeros((nq, nk), bool)
-  ki = np.arange(nk * block_kv)[None, :]
-  for i in range(nq):
-    qi = np.arange(i * block_q, (i + 1) * block_q)[:, None]
-    ok = static_allows(pattern, causal, window, offset, q_len, kv_len, qi, ki)
-    ok = ok & (qi < q_len) & (ki < kv_len)
-    live[i] = ok.reshape(block_q, nk, block_kv).any(axis=(0, 2))
-
-  def lists(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    count = m.sum(1).astype(np.int32)
-    idx = np.zeros((m.shape[0], max(1, int(count.max(initial=0)))), np.int32)
-    for r in range(m.shape[0]):
-      js = np.nonzero(m[r])[0]
-      idx[r, :js.size] = js
-    return idx, count
-
-  kv_idx, kv_count = lists(live)
-  q_idx, q_count = lists(live.T)
-  return kv_idx, kv_count, q_idx, q_count

@@ -230,3 +230,42 @@ def test_automatic_choice_runs_chunked_for_long_sequences():
   choice = kernels.explain_implementation(q, q, q)
   assert choice.name == "chunked"
   assert (choice.block_q, choice.block_kv) == (chunked.DEFAULT_BLOCK_Q, chunked.DEFAULT_BLOCK_KV)
+
+
+def test_inside_shard_map_equals_unsharded_with_gradients():
+  # Batch-sharded over the 8 fake devices: the loop carries take the inputs' manual axes;
+  # replicated ALiBi slopes and T5 table get their cotangents summed over the shards.
+  from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(6)
+  q, k, v = random_inputs(rng, batch=(8,), t=11, s=11, h=2, kh=1, d=4)
+  seg = np.sort(rng.integers(0, 3, size=(8, 11)), axis=-1)
+  lens = rng.integers(4, 12, size=(8,))
+  slopes, table = kernels.alibi_slopes(2), rng.normal(size=(6, 2)).astype(np.float32)
+
+  def attend(q, k, v, seg, lens, slopes, table):
+    return chunked_attention(q, k, v, q_segment_ids=seg, key_value_seq_lengths=lens,
+                             alibi_slopes=slopes, relative_bias_table=table, is_causal=True,
+                             block_q=4, block_kv=4)
+
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]), ("data",))
+  sharded = jax.shard_map(attend, mesh=mesh, in_specs=(P("data"),) * 5 + (P(), P()),
+                          out_specs=P("data"))
+  args = (q, k, v, seg, lens, slopes, table)
+  np.testing.assert_allclose(jax.jit(sharded)(*args), attend(*args), atol=1e-6)
+  loss = lambda f: jax.jit(jax.grad(  # noqa: E731
+      lambda q, k, v, s, t: jnp.sum(jnp.sin(f(q, k, v, seg, lens, s, t))), argnums=range(5)))
+  for a, b in zip(loss(sharded)(q, k, v, slopes, table), loss(attend)(q, k, v, slopes, table)):
+    np.testing.assert_allclose(a, b, atol=2e-6)
+
+
+@pytest.mark.parametrize("impl", ["xla", "chunked"])
+def test_no_implicit_rank_promotion(impl):
+  # Codebases that set jax_numpy_rank_promotion='raise' can use every option.
+  q, k, v, opts = make_case("everything")
+  opts = dict(opts, query_seq_lengths=np.array([12, 5]), dropout_rate=0.2,
+              dropout_rng=jax.random.key(0), deterministic=False, broadcast_dropout=False)
+  extra = {"block_q": 4, "block_kv": 3} if impl == "chunked" else {}
+  with jax.numpy_rank_promotion("raise"):
+    grads = jax.grad(lambda q, k, v: jnp.sum(dot_product_attention(
+        q, k, v, implementation=impl, **extra, **opts)), argnums=(0, 1, 2))(q, k, v)
+  assert all(np.all(np.isfinite(g)) for g in grads)
