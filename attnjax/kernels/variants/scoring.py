@@ -42,7 +42,15 @@ def _cosine_multiplier(fn: str, scale: float | None, temperature: float | None) 
     if not temperature > 0:
       raise ValueError(f"{fn}: temperature must be > 0, got {temperature}")
     return 1.0 / float(temperature)
-  return 10.0 if scale is None else float(scale)  # 10 = Swin v2's initial logit scale
+  if scale is None:
+    return 10.0  # Swin v2's initial logit scale
+  try:
+    value = float(scale)
+  except jax.errors.ConcretizationTypeError:
+    return scale  # a traced (learnable) multiplier, as dot_product_attention accepts
+  if not math.isfinite(value):
+    raise ValueError(f"{fn}: scale must be finite, got {value}")
+  return value
 
 
 def _cosine_spec(*, num_heads: int, learnable_scale: bool = False, scale: float | None = None,
