@@ -373,7 +373,9 @@ def _flash(p: _common.Problem, bq: int, bk: int, kv_limit: int | None
 
 def _flash_fwd(p, bq, bk, kv_limit):
   out, lse = _forward(p, bq, bk, kv_limit)
-  return (out, lse), (p, out, lse)
+  # The backward pass reads only finite lse values (masked rows' -inf -> 0), so saving them
+  # keeps -inf out of the residuals (jax.debug_infs checks them under eager autodiff).
+  return (out, lse), (p, out, jnp.where(lse == -jnp.inf, 0.0, lse))
 
 
 def _flash_bwd(bq, bk, kv_limit, res, cts):
