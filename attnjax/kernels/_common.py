@@ -161,20 +161,19 @@ def _numeric_mask(mask: jax.Array, fn: str) -> jax.Array:
   return mask > 0
 
 
-def _canonical_scale(scale: Any, head_dim: int, fn: str) -> tuple[float, jax.Array | None]:
+def canonical_scale(scale: Any, head_dim: int, fn: str) -> tuple[float, jax.Array | None]:
   """``(static scale, traced scalar or None)``; the default is ``1 / sqrt(head_dim)``."""
   if scale is None:
     return 1.0 / math.sqrt(head_dim), None
   if isinstance(scale, (str, bytes)):
     raise _err(fn, f"scale must be a real number, got {scale!r}")
+  if isinstance(scale, jax.core.Tracer):
+    if scale.ndim != 0 or not jnp.issubdtype(scale.dtype, jnp.floating):
+      raise _err(fn, f"a traced scale must be a float scalar, got shape {scale.shape} dtype "
+                 f"{scale.dtype}")
+    return 1.0, scale
   try:
     value = float(scale)
-  except jax.errors.ConcretizationTypeError:
-    arr = jnp.asarray(scale)
-    if arr.ndim != 0 or not jnp.issubdtype(arr.dtype, jnp.floating):
-      raise _err(fn, f"a traced scale must be a float scalar, got shape {arr.shape} dtype "
-                 f"{arr.dtype}") from None
-    return 1.0, arr
   except (TypeError, ValueError):
     raise _err(fn, f"scale must be a real scalar, got {type(scale).__name__} "
                f"{getattr(scale, 'shape', '')}") from None
@@ -368,7 +367,7 @@ def prepare(
       raise _err(fn, "sparsity_pattern must be hashable (a frozen dataclass): it is static "
                  "under jit") from None
 
-  scale, traced_scale = _canonical_scale(scale, d, fn)
+  scale, traced_scale = canonical_scale(scale, d, fn)
   if traced_scale is not None:
     # A traced scale (a learnable temperature) multiplies the queries once, here, so every
     # implementation sees a static scale of 1 and autodiff carries d(scale).

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from attnjax.kernels import _common
 from attnjax.kernels.dot_product import dot_product_attention
 from attnjax.kernels.registry import register_kernel
 from attnjax.kernels.variants import _base
@@ -44,13 +45,9 @@ def _cosine_multiplier(fn: str, scale: float | None, temperature: float | None) 
     return 1.0 / float(temperature)
   if scale is None:
     return 10.0  # Swin v2's initial logit scale
-  try:
-    value = float(scale)
-  except jax.errors.ConcretizationTypeError:
-    return scale  # a traced (learnable) multiplier, as dot_product_attention accepts
-  if not math.isfinite(value):
-    raise ValueError(f"{fn}: scale must be finite, got {value}")
-  return value
+  # A traced (learnable) multiplier is kept as it is, as dot_product_attention does.
+  value, traced = _common.canonical_scale(scale, 1, fn)
+  return value if traced is None else traced
 
 
 def _cosine_spec(*, num_heads: int, learnable_scale: bool = False, scale: float | None = None,
