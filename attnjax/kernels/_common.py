@@ -153,6 +153,63 @@ def _check_float(x: jax.Array, name: str, fn: str) -> None:
                f"(shape {x.shape})")
 
 
+def concrete_value(x: jax.Array) -> np.ndarray | None:
+  """``x``'s values when known at trace time, ``None`` for a tracer (under ``jit``)."""
+  try:
+    return np.asarray(x)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return None
+
+
+def _numeric_mask(mask: jax.Array, fn: str) -> jax.Array:
+  """An integer or float mask as bool: 1 = attend, 0 = masked (flax's 0/1 float masks).
+
+  Values other than 0 and 1 are refused when known (an additive 0 / -1e9 mask read as
+  "nonzero = attend" would attend exactly to the masked keys). Under ``jit`` the values are
+  unknown; there a mask attends where it is positive, so an additive mask (0 / negative)
+  masks every key instead of inverting itself.
+  """
+  values = concrete_value(mask)
+  if values is not None:
+    bad = values[(values != 0) & (values != 1)]
+    if bad.size:
+      raise _err(fn, f"mask of dtype {mask.dtype} must hold only 0 (masked) and 1 (attend), "
+                 f"got {float(bad.flat[0]):g} (shape {mask.shape}); pass an additive mask (0 / -inf "
+                 "or -1e9) as bias=, or a boolean mask (True = attend) as mask=")
+  return mask > 0
+
+
+def canonical_scale(scale: Any, head_dim: int, fn: str) -> tuple[float, jax.Array | None]:
+  """``(static scale, traced scalar or None)``; the default is ``1 / sqrt(head_dim)``."""
+  if scale is None:
+    return 1.0 / math.sqrt(head_dim), None
+  if isinstance(scale, (str, bytes)):
+    raise _err(fn, f"scale must be a real number, got {scale!r}")
+  if isinstance(scale, jax.core.Tracer):
+    if scale.ndim != 0 or not jnp.issubdtype(scale.dtype, jnp.floating):
+      raise _err(fn, f"a traced scale must be a float scalar, got shape {scale.shape} dtype "
+                 f"{scale.dtype}")
+    return 1.0, scale
+  try:
+    value = float(scale)
+  except (TypeError, ValueError):
+    raise _err(fn, f"scale must be a real scalar, got {type(scale).__name__} "
+               f"{getattr(scale, 'shape', '')}") from None
+  if not math.isfinite(value):
+    raise _err(fn, f"scale must be finite, got {value}")
+  return value, None
+
+
+def _check_lengths(lengths: jax.Array | None, name: str, limit: int, what: str, fn: str) -> None:
+  """Refuses sequence lengths outside ``[0, limit]`` where their values are known."""
+  values = None if lengths is None else concrete_value(lengths)
+  if values is None or not values.size:
+    return
+  lo, hi = int(values.min()), int(values.max())
+  if lo < 0 or hi > limit:
+    raise _err(fn, f"{name} must lie in [0, {what} = {limit}], got values in [{lo}, {hi}]")
+
+
 def _canonical_bnd(x: jax.Array | None, name: str, fn: str, batch_shape: tuple[int, ...],
                    num_heads: int, kv_heads: int, t: int, s: int) -> jax.Array | None:
   """Brings a mask/bias broadcastable to [batch..., H, T, S] to [B|1, K|1, G|1, T|1, S|1]."""
@@ -360,9 +417,7 @@ def prepare(
       if not (jnp.issubdtype(mask.dtype, jnp.integer) or jnp.issubdtype(mask.dtype, jnp.floating)):
         raise _err(fn, f"mask must be boolean (True = attend), got dtype {mask.dtype} "
                    f"(shape {mask.shape})")
-      # flax.linen.make_attention_mask returns float32 0/1 masks; read nonzero as attend,
-      # as flax's own kernel does (an additive 0/-inf bias belongs in `bias`, not here).
-      mask = mask != 0
+      mask = _numeric_mask(mask, fn)
   groups = h // kh
   bias_c = _canonical_bnd(bias, "bias", fn, batch_shape, h, kh, t, s)
   if bias_c is not None:
@@ -391,12 +446,11 @@ def prepare(
   if score_fn is not None:
     score_conv, score_consts = masks.convert(score_fn, "score_fn", 5, fn)
 
-  if scale is None:
-    scale = 1.0 / math.sqrt(d)
-  try:
-    scale = float(scale)
-  except TypeError:
-    raise _err(fn, f"scale must be a Python number (static), got {type(scale).__name__}") from None
+  scale, traced_scale = canonical_scale(scale, d, fn)
+  if traced_scale is not None:
+    # A traced scale (a learnable temperature) multiplies the queries once, here, so every
+    # implementation sees a static scale of 1 and autodiff carries d(scale).
+    q = (q.astype(compute) * traced_scale.astype(compute)).astype(out_dtype)
 
   if logits_soft_cap is not None:
     logits_soft_cap = float(logits_soft_cap)
@@ -452,11 +506,14 @@ def prepare(
     if kv_segs is not None and q_segs is None:
       raise _err(fn, "kv_segment_ids given without q_segment_ids")
 
+  q_lengths = _canonical_per_batch(query_seq_lengths, "query_seq_lengths", fn, batch_shape)
+  kv_lengths = _canonical_per_batch(key_value_seq_lengths, "key_value_seq_lengths", fn,
+                                    batch_shape)
+  _check_lengths(q_lengths, "query_seq_lengths", t, "q_seq", fn)
+  _check_lengths(kv_lengths, "key_value_seq_lengths", s, "kv_seq", fn)
   return Problem(
       query=qc, key=kc, value=vc, bias=bias_c, mask=mask_c,
-      q_lengths=_canonical_per_batch(query_seq_lengths, "query_seq_lengths", fn, batch_shape),
-      kv_lengths=_canonical_per_batch(key_value_seq_lengths, "key_value_seq_lengths", fn,
-                                      batch_shape),
+      q_lengths=q_lengths, kv_lengths=kv_lengths,
       q_segment_ids=q_segs, kv_segment_ids=kv_segs, alibi_slopes=slopes, relative_table=table,
       dropout_seed=seed, q_offset=dyn_offset, mask_consts=mask_consts,
       score_consts=score_consts, mask_fn=mask_conv, score_fn=score_conv,

@@ -5,9 +5,9 @@ block (Rabe & Staats 2021; Dao et al. 2022, FlashAttention-2's loop order):
 
 * forward: for each query block, a loop over the key/value blocks that can be live
   keeps the running max ``m``, normaliser ``l`` and unnormalised output; only
-  ``out`` and the log-sum-exp ``lse`` (O(T)) are saved;
+  ``out``, ``m`` and ``log l`` (O(T)) are saved;
 * backward (``jax.custom_vjp``): for each key/value block, a loop over the live query
-  blocks recomputes the probabilities from ``lse`` and accumulates ``dk``, ``dv`` and
+  blocks recomputes the probabilities from ``m`` and ``log l`` and accumulates ``dk``, ``dv`` and
   ``dq`` (a carried ``[.., T, D]`` buffer), plus gradients of the bias, ALiBi slopes and
   T5 table. No ``[T, S]`` residual exists;
 * masks, position biases and dropout are built per block from positions
@@ -322,7 +322,13 @@ def live_block_count(p: _common.Problem, block_q: int, block_kv: int) -> int:
 
 
 def _forward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None
-             ) -> tuple[jax.Array, jax.Array]:
+             ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Returns ``(out [B, K, G, T, Dv], row max m, log of the row sum of exp(s - m))``.
+
+  The backward pass needs the two statistics apart: recomputing ``exp(s - lse)`` from a
+  float32 ``lse = m + log l`` carries its rounding, ``|lse| * 2**-24``, into every
+  probability, which grows with the logits' size; ``exp((s - m) - log l)`` does not.
+  """
   b, kh, g, tp, _ = p.query.shape
   sp, dv = p.key.shape[2], p.value.shape[-1]
   nq, nk = tp // bq, sp // bk
@@ -363,13 +369,19 @@ def _forward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None
     m, l, acc = _loop_live(p, bq, bk, i, body, init, transpose=False, layout=layout)
     empty = l == 0.0
     safe_l = jnp.where(empty, 1.0, l)
+    m = jnp.where(empty, -jnp.inf, m)  # a row with no live key: lse = -inf (see _lse)
     out = (acc / safe_l[..., None]).reshape(b, kh, g, bq, dv)
-    return out, jnp.where(empty, -jnp.inf, jnp.log(safe_l) + m).reshape(b, kh, g, bq)
+    return out, m.reshape(b, kh, g, bq), jnp.log(safe_l).reshape(b, kh, g, bq)
 
-  outs, lses = lax.map(q_block, jnp.arange(nq))
+  outs, ms, logls = lax.map(q_block, jnp.arange(nq))
   out = jnp.moveaxis(outs, 0, 3).reshape(b, kh, g, tp, dv)
-  lse = jnp.moveaxis(lses, 0, 3).reshape(b, kh, g, tp)
-  return out, lse
+  m = jnp.moveaxis(ms, 0, 3).reshape(b, kh, g, tp)
+  return out, m, jnp.moveaxis(logls, 0, 3).reshape(b, kh, g, tp)
+
+
+def _lse(m: jax.Array, log_l: jax.Array) -> jax.Array:
+  """``max + log(sum exp(s - max))``; ``-inf`` for rows with no live key (``m = -inf``)."""
+  return jnp.where(m == -jnp.inf, -jnp.inf, m + log_l)
 
 
 # ----------------------------------------------------------------------------- backward
@@ -388,7 +400,8 @@ def _add_block(acc: jax.Array, blk: jax.Array, q0: Any, k0: Any) -> jax.Array:
 
 
 def _backward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None, out: jax.Array,
-              lse: jax.Array, dout: jax.Array, dlse: jax.Array) -> _common.Problem:
+              m: jax.Array, log_l: jax.Array, dout: jax.Array, dlse: jax.Array
+              ) -> _common.Problem:
   b, kh, g, tp, d = p.query.shape
   sp, dv = p.key.shape[2], p.value.shape[-1]
   nq, nk = tp // bq, sp // bk
@@ -397,7 +410,6 @@ def _backward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None, out: j
   dout = dout.astype(cdt)
   # d lse / d s = probs, so the lse cotangent folds into the row term of dS.
   delta = jnp.sum(dout * out, axis=-1) - dlse.astype(cdt)
-  lse_safe = jnp.where(lse == -jnp.inf, 0.0, lse)
   keep_scale = 1.0 / (1.0 - p.dropout_rate)
 
   dbias0 = None if p.bias is None else jnp.zeros(
@@ -427,13 +439,14 @@ def _backward(p: _common.Problem, bq: int, bk: int, kv_limit: int | None, out: j
       q0 = i * bq
       q_blk = lax.dynamic_slice_in_dim(p.query, q0, bq, axis=3)
       do_blk = lax.dynamic_slice_in_dim(dout, q0, bq, axis=3)
-      lse_blk = lax.dynamic_slice_in_dim(lse_safe, q0, bq, axis=3)
+      m_blk = lax.dynamic_slice_in_dim(m, q0, bq, axis=3)
+      log_l_blk = lax.dynamic_slice_in_dim(log_l, q0, bq, axis=3)
       delta_blk = lax.dynamic_slice_in_dim(delta, q0, bq, axis=3)
       # Keys-first layout ([B, K, tk, G, tq], "_t" suffix): all five matmuls below read
       # their operands in place (see _common.block_logits).
       s_t, th_t, raw_t = _common.block_logits(p, q_blk, k_blk, q0, k0, kv_limit,
                                               keys_first=True, skip_flex=skip, with_raw=True)
-      pr_t = jnp.exp(s_t - lse_blk[:, :, None])
+      pr_t = jnp.exp((s_t - m_blk[:, :, None]) - log_l_blk[:, :, None])
       dp_t = jnp.einsum("bksd,bkgtd->bksgt", v_blk, do_blk, precision=p.precision,
                         preferred_element_type=cdt)
       if p.dropout_rate > 0.0:
@@ -514,18 +527,22 @@ def _score_cotangents(consts: tuple | None, is_float: list[bool], dfloats: tuple
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def _flash(p: _common.Problem, bq: int, bk: int, kv_limit: int | None
            ) -> tuple[jax.Array, jax.Array]:
-  return _forward(p, bq, bk, kv_limit)
+  out, m, log_l = _forward(p, bq, bk, kv_limit)
+  return out, _lse(m, log_l)
 
 
 def _flash_fwd(p, bq, bk, kv_limit):
-  out, lse = _forward(p, bq, bk, kv_limit)
-  return (out, lse), (p, out, lse)
+  out, m, log_l = _forward(p, bq, bk, kv_limit)
+  # Rows with no live key have m = -inf; the backward pass needs m only where rows are
+  # live, so 0 is saved there, keeping -inf out of the residuals (jax.debug_infs checks
+  # them under eager autodiff).
+  return (out, _lse(m, log_l)), (p, out, jnp.where(m == -jnp.inf, 0.0, m), log_l)
 
 
 def _flash_bwd(bq, bk, kv_limit, res, cts):
-  p, out, lse = res
+  p, out, m, log_l = res
   dout, dlse = cts
-  return (_backward(p, bq, bk, kv_limit, out, lse, dout, dlse),)
+  return (_backward(p, bq, bk, kv_limit, out, m, log_l, dout, dlse),)
 
 
 _flash.defvjp(_flash_fwd, _flash_bwd)

@@ -209,17 +209,18 @@ if dot_product_attention.__doc__:  # None under python -OO
 def run(p: _common.Problem, choice: dispatch.Choice, *, module: Any,
         return_residual: bool) -> jax.Array | tuple[jax.Array, jax.Array]:
   """Runs a validated problem on the chosen implementation and restores the public layout."""
-  out, lse, weights = _run_jit(p, choice, module is not None)
+  out, lse, weights = _run_jit(p, choice, module is not None, bool(return_residual))
   if module is not None:
-    module.sow("intermediates", "attention_weights", weights)
+    # In the module's dtype, as flax's own kernel sows them.
+    module.sow("intermediates", "attention_weights", weights.astype(p.out_dtype))
   if return_residual:
     return out, lse
   return out
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _run_jit(p: _common.Problem, choice: dispatch.Choice, want_weights: bool
-             ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _run_jit(p: _common.Problem, choice: dispatch.Choice, want_weights: bool, want_lse: bool
+             ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
   # One compiled program per call signature: eager callers (notebooks, tests) would
   # otherwise dispatch dozens of small ops; under an outer jit this inlines.
   probs = None
@@ -230,7 +231,9 @@ def _run_jit(p: _common.Problem, choice: dispatch.Choice, want_weights: bool
     if want_weights:
       probs = _softmax_with_zeros(_common.block_logits(p, p.query, p.key, 0, 0)[0])[0]
   weights = _common.to_weights(p, probs) if want_weights else None
-  return _common.to_output(p, out), _common.to_lse(p, lse), weights
+  # The -inf log-sum-exp of fully masked rows leaves the program only when asked for, so
+  # jax.debug_infs does not trip on a call that returns just the output.
+  return _common.to_output(p, out), _common.to_lse(p, lse) if want_lse else None, weights
 
 
 def attention_weights(

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import sys
 from typing import Any, Callable, Mapping
 
 import jax
@@ -96,9 +97,13 @@ def check_params(fn: str, params: Mapping[str, jax.Array] | None,
                        "has no learnable parameters")
     return {}
   if params is None:
-    raise ValueError(f"{fn}: params is required: this kernel has learnable parameters "
-                     f"{sorted(spec)}; create them with attnjax.kernels.init_params or use "
-                     "attnjax.layers.MultiHeadAttention")
+    module = current_flax_module()
+    if module is None:
+      raise ValueError(f"{fn}: params is required: this kernel has learnable parameters "
+                       f"{sorted(spec)}; create them with attnjax.kernels.init_params, use "
+                       "attnjax.layers.MultiHeadAttention, or call the kernel inside a flax "
+                       "module (e.g. as its attention_fn)")
+    params = flax_params(module, spec)
   missing = sorted(set(spec) - set(params))
   extra = sorted(set(params) - set(spec))
   if missing or extra:
@@ -110,6 +115,39 @@ def check_params(fn: str, params: Mapping[str, jax.Array] | None,
     if x.ndim != len(s.shape):
       raise ValueError(f"{fn}: params[{name!r}] must have shape {s.shape}, got {x.shape}")
     out[name] = x
+  return out
+
+
+FLAX_PARAM_PREFIX = "attention_"
+
+
+def current_flax_module() -> Any:
+  """The flax module whose method is running (e.g. the one calling its ``attention_fn``).
+
+  ``None`` outside flax. Flax is never imported here: if no flax module has been imported,
+  none can be running. Reads flax's module stack (``flax.linen.module._context``), which
+  has no public accessor; should it move, this returns ``None`` and kernels ask for
+  ``params`` as before.
+  """
+  flax_module = sys.modules.get("flax.linen.module")
+  stack = getattr(getattr(flax_module, "_context", None), "module_stack", None)
+  return stack[-1] if stack else None
+
+
+def flax_params(module: Any, spec: dict[str, ParamSpec]) -> dict[str, jax.Array]:
+  """Creates (at init) or reads (at apply) ``spec``'s parameters in a flax ``module``.
+
+  They are named ``attention_<name>`` in the module's ``params``; float32, as
+  :func:`init_params`. Length-sized parameters created for a longer sequence are read as
+  they are (the kernel slices them), which ``module.param``'s shape check would refuse.
+  """
+  out = {}
+  for name, s in sorted(spec.items()):
+    full = FLAX_PARAM_PREFIX + name
+    if module.has_variable("params", full):
+      out[name] = module.get_variable("params", full)
+    else:
+      out[name] = module.param(full, s.init, s.shape, jnp.float32)
   return out
 
 

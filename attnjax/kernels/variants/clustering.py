@@ -41,8 +41,8 @@ def _chunk_softmax(logits: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.
 
 def _same_length(fn: str, p: _common.Problem) -> None:
   if p.q_len != p.kv_len:
-    raise ValueError(f"{fn}: q_seq ({p.q_len}) must equal kv_seq ({p.kv_len}): queries and "
-                     "keys are sorted into matching chunks")
+    raise ValueError(f"{fn}: cross-attention is not supported: q_seq ({p.q_len}) must equal "
+                     f"kv_seq ({p.kv_len}), as queries and keys are sorted into matching chunks")
 
 
 # ---------------------------------------------------------------------------- Reformer

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from attnjax.kernels import _common
 from attnjax.kernels.dot_product import dot_product_attention
 from attnjax.kernels.registry import register_kernel
 from attnjax.kernels.variants import _base
@@ -42,7 +43,11 @@ def _cosine_multiplier(fn: str, scale: float | None, temperature: float | None) 
     if not temperature > 0:
       raise ValueError(f"{fn}: temperature must be > 0, got {temperature}")
     return 1.0 / float(temperature)
-  return 10.0 if scale is None else float(scale)  # 10 = Swin v2's initial logit scale
+  if scale is None:
+    return 10.0  # Swin v2's initial logit scale
+  # A traced (learnable) multiplier is kept as it is, as dot_product_attention does.
+  value, traced = _common.canonical_scale(scale, 1, fn)
+  return value if traced is None else traced
 
 
 def _cosine_spec(*, num_heads: int, learnable_scale: bool = False, scale: float | None = None,
