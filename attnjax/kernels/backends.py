@@ -21,6 +21,15 @@ CUDNN_MAX_HEAD_DIM = 128
 CUDNN_MAX_HEAD_DIM_HOPPER = 256
 
 
+def cudnn_available() -> bool:
+  """Whether this jax install can lower cuDNN attention (jax's CUDA plugin brings cuDNN)."""
+  try:
+    from jax._src.lib import cuda_versions  # pylint: disable=g-import-not-at-top
+  except ImportError:  # pragma: no cover - depends on the jax build
+    return False
+  return cuda_versions is not None
+
+
 def cudnn_unsupported(p: _common.Problem, tgt: Any, *, return_residual: bool = False
                       ) -> list[str]:
   """What cuDNN (as ``jax.nn.dot_product_attention(implementation='cudnn')``) refuses.
@@ -37,6 +46,9 @@ def cudnn_unsupported(p: _common.Problem, tgt: Any, *, return_residual: bool = F
   why: list[str] = []
   if tgt.platform != "gpu":
     why.append(f"implementation='cudnn' needs an NVIDIA GPU (platform is {tgt.platform!r})")
+  elif not cudnn_available():
+    why.append("implementation='cudnn' needs jax's CUDA plugin (pip install 'jax[cuda12]'), "
+               "which this install lacks")
   d, dv = p.query.shape[-1], p.value.shape[-1]
   if jnp.dtype(p.out_dtype).name not in ("float16", "bfloat16"):
     why.append(f"cudnn needs float16 or bfloat16 inputs, got {jnp.dtype(p.out_dtype).name}")

@@ -15,6 +15,7 @@ import pytest
 
 from attnjax import kernels
 from attnjax.kernels import _common
+from attnjax.kernels import backends
 from attnjax.kernels import dispatch
 from attnjax.kernels import patterns
 
@@ -53,6 +54,13 @@ class StrictlyPast:
   def allows(self, qi, ki, *, offset, q_len, kv_len, xp):
     del q_len, kv_len, xp
     return ki - qi - offset < 0
+
+
+@pytest.fixture(autouse=True)
+def cudnn_installed(monkeypatch, request):
+  """The constraint tests judge cuDNN's rules as if jax's CUDA plugin were installed."""
+  if "no_cudnn" not in request.keywords:
+    monkeypatch.setattr(backends, "cudnn_available", lambda: True)
 
 
 def _rng():
@@ -165,6 +173,18 @@ def test_automatic_choice_per_platform(platform, cc, shape_kw, call_kw, want):
   assert choice.platform == platform and choice.reason
   if want == "pallas" and platform == "tpu":
     assert "TPU" in choice.reason and "splash" in choice.reason
+
+
+@pytest.mark.no_cudnn
+def test_without_the_cuda_plugin_cudnn_is_refused_and_never_chosen():
+  q, k, v = _qkv()
+  with dispatch.target("gpu", compute_capability=HOPPER):
+    if not backends.cudnn_available():
+      with pytest.raises(ValueError, match="CUDA plugin"):
+        _explain(q, k, v, implementation="cudnn")
+      assert _explain(q, k, v).name == "pallas"
+    else:
+      assert _explain(q, k, v).name == "cudnn"
 
 
 def test_target_validates_its_arguments():
