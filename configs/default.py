@@ -105,6 +105,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.parallel.mesh = ml_collections.ConfigDict()
   config.parallel.mesh.data = -1             # data-parallel axis (-1 = all remaining devices)
   config.parallel.mesh.fsdp = 1              # parameter/optimizer sharding axis (ZeRO-3 style)
+  config.parallel.mesh.sequence = 1          # sequence (context) parallel axis: ring attention over it
   config.parallel.mesh.tensor = 1            # tensor-parallel axis (attention heads, MLP units)
   config.parallel.distributed = "auto"       # auto | on | off: jax.distributed.initialize (multi-host)
   config.parallel.coordinator_address = ""   # e.g. 10.0.0.1:1234; "" = from the cluster environment

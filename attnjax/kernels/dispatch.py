@@ -1,32 +1,42 @@
 """Backend choice for the exact attention family: explicit, or automatic with a reason.
 
-Implementations:
+Implementations (each backend's constraints live next to its code and are listed by
+:func:`unsupported`):
 
-* ``'xla'``: dense; materialises ``[B, H, T, S]`` logits. Every option.
+* ``'xla'``: dense; materialises ``[B, H, T, S]`` logits. Every option, any platform.
 * ``'chunked'``: blockwise online softmax with a recomputing custom VJP; O(seq) memory,
-  skips fully masked blocks. Every option; any backend.
-* ``'cudnn'``: ``jax.nn.dot_product_attention(implementation='cudnn')``; GPU only, fp16 /
-  bf16, head_dim <= 128 and a multiple of 8, no dropout / soft cap / segment ids /
-  bottom-right alignment / in-kernel position biases.
-* ``'pallas'``: ``jax.experimental.pallas.ops.gpu.attention.mha``; GPU only, no bias /
-  mask / window / lengths / dropout / soft cap / position biases, head_dim a power of two
-  >= 16, seq lengths multiples of the block size.
+  skips fully masked blocks. Every option, any platform.
+* ``'cudnn'``: ``jax.nn.dot_product_attention(implementation='cudnn')`` on NVIDIA GPUs
+  (``backends.cudnn_unsupported``: fp16/bf16, head_dim <= 128 (<= 256 from Hopper on) and
+  a multiple of 8, left-only windows (a right window only with causal), even lengths with
+  a bias or mask, ...).
+* ``'pallas'``: on GPU the Triton flash attention of ``jax.experimental.pallas.ops.gpu``
+  (``pallas_gpu.unsupported``: causal and segment ids, no bias/mask/window); on TPU
+  the splash attention of ``jax.experimental.pallas.ops.tpu`` (``pallas_tpu.unsupported``:
+  causal, windows, sparsity patterns, segment ids, soft cap, GQA).
 
 :func:`choose_implementation` never drops an option silently: an explicit choice that
 cannot honour the call raises ``ValueError`` naming the constraint, and the automatic
-choice only picks a backend that honours everything.
+choice only picks a backend whose constraint list is empty.
+
+The platform is the default backend's, or the one set by :func:`target` (to lower for
+``cuda``/``tpu`` with ``jax.export`` on a CPU host, or to run Pallas kernels in interpret
+mode on CPU).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
+import jax.numpy as jnp
 
 from attnjax.kernels import _common
 
 IMPLEMENTATION_NAMES = ("xla", "chunked", "cudnn", "pallas")
+PLATFORMS = ("cpu", "gpu", "tpu")
 
 # Dense logits (per call, float32 bytes) from which the chunked path is chosen on CPU.
 # From experiments/benchmarks/attention_bench.py (2-core CPU, b1 h1 d64): at T=S=1024
@@ -47,65 +57,134 @@ class Choice:
     reason: a human-readable sentence.
     block_q: query block size (chunked / pallas).
     block_kv: key/value block size (chunked / pallas).
+    platform: the platform the choice was made for (``'gpu'`` selects the Triton and
+      ``'tpu'`` the splash Pallas kernel).
+    interpret: run Pallas kernels in interpret mode (numerics on CPU).
+    residual: the caller wants the log-sum-exp (Pallas GPU then uses its slower
+      residual-returning variant).
   """
 
   name: str
   reason: str
   block_q: int | None = None
   block_kv: int | None = None
+  platform: str = "cpu"
+  interpret: bool = False
+  residual: bool = False
 
 
-def _platform() -> str:
-  return jax.default_backend()
+@dataclasses.dataclass(frozen=True)
+class Target:
+  """What the implementations are chosen for.
+
+  Attributes:
+    platform: ``'cpu'``, ``'gpu'`` or ``'tpu'``.
+    compute_capability: NVIDIA GPU generation, e.g. ``(9, 0)`` for Hopper; ``None``
+      (unknown: the most restrictive limits apply).
+    interpret: Pallas kernels run in interpret mode (on CPU, for numerics).
+  """
+
+  platform: str
+  compute_capability: tuple[int, int] | None = None
+  interpret: bool = False
+
+
+_TARGETS: list[Target] = []
+
+
+@contextlib.contextmanager
+def target(platform: str, *, compute_capability: tuple[int, int] | str | None = None,
+           interpret: bool = False) -> Iterator[Target]:
+  """Chooses implementations for ``platform`` instead of the default backend.
+
+  For lowering on a host without the device (``jax.export.export(..., platforms=['cuda'])``
+  inside ``with target('gpu'):``) and for running Pallas kernels numerically on CPU
+  (``with target('gpu', interpret=True):``). Affects calls traced inside the block.
+
+  Args:
+    platform: ``'cpu'``, ``'gpu'`` (or ``'cuda'``) or ``'tpu'``.
+    compute_capability: GPU generation as ``(major, minor)`` or ``'9.0'``.
+    interpret: Pallas kernels in interpret mode.
+  """
+  platform = "gpu" if platform in ("cuda", "rocm") else platform
+  if platform not in PLATFORMS:
+    raise ValueError(f"target: platform must be one of {PLATFORMS} (or 'cuda'), got "
+                     f"{platform!r}")
+  t = Target(platform, _parse_capability(compute_capability), bool(interpret))
+  _TARGETS.append(t)
+  try:
+    yield t
+  finally:
+    _TARGETS.pop()
+
+
+def _parse_capability(cc: Any) -> tuple[int, int] | None:
+  if cc is None:
+    return None
+  try:
+    if isinstance(cc, str):
+      major, _, minor = cc.partition(".")
+      return int(major), int(minor or 0)
+    major, minor = cc
+    return int(major), int(minor)
+  except (TypeError, ValueError):
+    raise ValueError(f"target: compute_capability must be like (9, 0) or '9.0', got "
+                     f"{cc!r}") from None
+
+
+def current_target() -> Target:
+  """The innermost :func:`target`, else the default backend (with its GPU generation)."""
+  if _TARGETS:
+    return _TARGETS[-1]
+  platform = jax.default_backend()
+  if platform not in PLATFORMS:
+    platform = "cpu"
+  cc = None
+  if platform == "gpu":
+    cc = _parse_capability(getattr(jax.devices()[0], "compute_capability", None))
+  return Target(platform, cc)
 
 
 def unsupported(p: _common.Problem, name: str, *, return_residual: bool = False,
-                platform: str | None = None) -> list[str]:
-  """Constraints of implementation ``name`` that this problem violates (empty: fits)."""
-  platform = platform or _platform()
-  why: list[str] = []
+                block_q: int | None = None, block_kv: int | None = None,
+                platform: str | None = None, tgt: Target | None = None) -> list[str]:
+  """Constraints of implementation ``name`` that this problem violates (empty: fits).
+
+  Args:
+    p: the canonical problem.
+    name: one of ``IMPLEMENTATION_NAMES``.
+    return_residual: whether the caller wants the log-sum-exp.
+    block_q: Pallas query block size (``None``: the kernel's default).
+    block_kv: Pallas key/value block size.
+    platform: shorthand for ``tgt=Target(platform)``.
+    tgt: the target; default :func:`current_target`.
+  """
+  from attnjax.kernels import backends  # pylint: disable=g-import-not-at-top
+  from attnjax.kernels import pallas_gpu  # pylint: disable=g-import-not-at-top
+  from attnjax.kernels import pallas_tpu  # pylint: disable=g-import-not-at-top
+
+  if tgt is None:
+    tgt = Target(platform) if platform is not None else current_target()
   if name in ("xla", "chunked"):
-    return why
-  if platform != "gpu":
-    why.append(f"implementation={name!r} needs a GPU (platform is {platform!r})")
-  d, dv = p.query.shape[-1], p.value.shape[-1]
-  if p.dropout_rate > 0:
-    why.append(f"{name} does not support dropout (dropout_rate={p.dropout_rate})")
-  if p.soft_cap is not None:
-    why.append(f"{name} does not support logits_soft_cap")
-  if p.alibi_slopes is not None or p.relative_table is not None:
-    why.append(f"{name} does not support in-kernel ALiBi / T5 relative bias (pass it as bias)")
-  if p.q_segment_ids is not None:
-    why.append(f"{name} does not support segment ids (pass a mask)")
-  if p.pattern is not None:
-    why.append(f"{name} does not support sparsity_pattern (pass it as a mask)")
+    return []
+  # Options only the XLA paths evaluate (the lazy per-block masks of _common).
+  why: list[str] = []
   if p.mask_fn is not None or p.score_fn is not None:
     why.append(f"{name} does not support mask_fn / score_fn")
-  if p.q_offset is not None and (p.causal or p.window is not None):
-    why.append(f"{name} does not support a traced q_offset (decoding) with causal/window "
-               "masks")
-  elif p.offset != 0 and (p.causal or p.window is not None):
-    why.append(f"{name} supports only alignment='top_left' (q_offset 0) for causal/window "
-               "masks")
+  if p.q_offset is not None and (p.causal or p.window is not None or p.pattern is not None):
+    why.append(f"{name} does not support a traced q_offset (decoding) with causal, window or "
+               "pattern masks")
+  if why:
+    return why
   if name == "cudnn":
-    if jax.numpy.dtype(p.out_dtype).name not in ("float16", "bfloat16"):
-      why.append(f"cudnn needs float16 or bfloat16 inputs, got {p.out_dtype}")
-    if d > 128 or d % 8 or dv != d:
-      why.append(f"cudnn needs head_dim <= 128, a multiple of 8, and v_dim == head_dim; got "
-                 f"head_dim={d}, v_dim={dv}")
-  if name == "pallas":
-    if p.bias is not None or p.mask is not None:
-      why.append("pallas does not support bias or mask")
-    if p.window is not None or p.q_lengths is not None or p.kv_lengths is not None:
-      why.append("pallas does not support local_window_size or sequence lengths")
-    if d < 16 or d & (d - 1) or dv != d:
-      why.append(f"pallas needs head_dim a power of two >= 16 and v_dim == head_dim; got "
-                 f"head_dim={d}, v_dim={dv}")
-    if p.q_len != p.kv_len and p.causal:
-      why.append("pallas causal needs q_seq == kv_seq")
-    if return_residual:
-      why.append("pallas does not return the log-sum-exp residual")
-  return why
+    return backends.cudnn_unsupported(p, tgt, return_residual=return_residual)
+  if tgt.platform == "tpu":
+    return pallas_tpu.unsupported(p, block_q=block_q, block_kv=block_kv,
+                                  return_residual=return_residual)
+  if tgt.platform == "gpu":
+    return pallas_gpu.unsupported(p, block_q=block_q, block_kv=block_kv)
+  return [f"implementation='pallas' needs a GPU or TPU (platform is {tgt.platform!r}; "
+          f"attnjax.kernels.dispatch.target(..., interpret=True) runs it on CPU)"]
 
 
 def choose_implementation(
@@ -119,11 +198,16 @@ def choose_implementation(
 ) -> Choice:
   """Picks the implementation for a validated problem, or raises why it cannot.
 
+  Automatic order: on GPU cuDNN, then Pallas (fp16/bf16 only: its float32 matmuls run in
+  TF32); on TPU Pallas splash attention; then the dense or chunked XLA path by the size of
+  the dense logits. A fused backend is picked only when :func:`unsupported` lists nothing
+  for it, so the automatic choice never routes a call that the backend would refuse.
+
   Args:
     p: the canonical problem from ``_common.prepare``.
     implementation: ``None`` (automatic) or one of ``IMPLEMENTATION_NAMES``.
-    block_q: chunked query block size (given => chunked when automatic).
-    block_kv: chunked key/value block size.
+    block_q: chunked / Pallas query block size (given => chunked when automatic).
+    block_kv: chunked / Pallas key/value block size.
     return_residual: whether the caller wants the log-sum-exp.
     fn: the public function name, for error messages.
 
@@ -142,32 +226,46 @@ def choose_implementation(
   if blocks_given and implementation not in (None, "chunked", "pallas"):
     raise ValueError(f"{fn}: block_q/block_kv apply to implementation='chunked' or 'pallas', "
                      f"not {implementation!r}")
+  tgt = current_target()
+  extra = dict(platform=tgt.platform, interpret=tgt.interpret, residual=return_residual)
   if implementation is not None:
-    why = unsupported(p, implementation, return_residual=return_residual)
+    why = unsupported(p, implementation, return_residual=return_residual, block_q=block_q,
+                      block_kv=block_kv, tgt=tgt)
     if why:
       raise ValueError(f"{fn}: implementation={implementation!r} cannot honour this call: "
                        + "; ".join(why))
     if implementation == "chunked":
       bq, bk = chunked.default_blocks(p, block_q, block_kv, fn=fn)
-      return Choice("chunked", "requested explicitly", bq, bk)
-    return Choice(implementation, "requested explicitly", block_q, block_kv)
+      return Choice("chunked", "requested explicitly", bq, bk, **extra)
+    return Choice(implementation, "requested explicitly", block_q, block_kv, **extra)
 
   if blocks_given:
     bq, bk = chunked.default_blocks(p, block_q, block_kv, fn=fn)
-    return Choice("chunked", "block_q/block_kv were given", bq, bk)
-  platform = _platform()
+    return Choice("chunked", "block_q/block_kv were given", bq, bk, **extra)
+  platform = tgt.platform
+  low_precision = jnp.dtype(p.out_dtype).name in ("float16", "bfloat16")
+  if platform == "gpu":
+    cudnn_why = unsupported(p, "cudnn", return_residual=return_residual, tgt=tgt)
+    if not cudnn_why:
+      return Choice("cudnn", "GPU with fp16/bf16 inputs and options cuDNN supports", **extra)
+    if low_precision and not unsupported(p, "pallas", return_residual=return_residual,
+                                         tgt=tgt):
+      return Choice("pallas", f"GPU: cuDNN cannot ({cudnn_why[0]}); the Pallas Triton flash "
+                    "kernel supports this call", **extra)
+  if platform == "tpu" and not unsupported(p, "pallas", return_residual=return_residual,
+                                           tgt=tgt):
+    return Choice("pallas", "TPU: Pallas splash attention (fused, O(seq) memory, skips "
+                  "masked blocks) supports this call", **extra)
   logit_bytes = p.batch * p.num_heads * p.q_len * p.kv_len * 4
-  if platform == "gpu" and not unsupported(p, "cudnn", return_residual=return_residual):
-    return Choice("cudnn", "GPU with fp16/bf16 inputs and options cuDNN supports")
   threshold = CPU_CHUNKED_MIN_LOGIT_BYTES if platform == "cpu" else ACCEL_CHUNKED_MIN_LOGIT_BYTES
   mib = logit_bytes / 2**20
   if logit_bytes >= threshold:
     bq, bk = chunked.default_blocks(p, None, None, fn=fn)
     return Choice("chunked", f"{platform}: dense logits would take {mib:.0f} MiB >= "
                   f"{threshold / 2**20:.0f} MiB; chunked is O(seq) memory and faster there",
-                  bq, bk)
+                  bq, bk, **extra)
   return Choice("xla", f"{platform}: dense logits take {mib:.1f} MiB < {threshold / 2**20:.0f} "
-                "MiB; one dense pass has the least overhead")
+                "MiB; one dense pass has the least overhead", **extra)
 
 
 # name -> fn(problem, choice) -> (out [B, K, G, T, Dv], lse [B, K, G, T]); filled lazily.

@@ -6,10 +6,13 @@
   averaged with ``lax.pmean`` inside the step. (``jax.pmap`` is in maintenance mode since
   JAX 0.8; it is offered because many codebases still use it.)
 * ``mesh``: ``jax.jit`` with ``NamedSharding`` over a ``Mesh`` with axes
-  ``('data', 'fsdp', 'tensor')``. The batch is split over ``data x fsdp``; parameters are
-  sharded by :data:`PARAM_RULES`: matrices over ``fsdp`` (ZeRO-3 style) and attention heads
-  and MLP hidden units over ``tensor`` (Megatron-style tensor parallelism). XLA inserts the
-  collectives. This is the primary path, on one host or many.
+  ``('data', 'fsdp', 'sequence', 'tensor')``. The batch is split over ``data x fsdp``;
+  parameters are sharded by :data:`PARAM_RULES`: matrices over ``fsdp`` (ZeRO-3 style) and
+  attention heads and MLP hidden units over ``tensor`` (Megatron-style tensor parallelism).
+  XLA inserts the collectives. With ``sequence > 1`` the step is traced under the mesh
+  (``jax.set_mesh``) and exact attention runs as ring attention over the ``sequence`` axis
+  (``attnjax.kernels.ring``: queries, keys and values split along the sequence). This is
+  the primary path, on one host or many.
 
 Every strategy saves and restores the same checkpoint layout (unreplicated, global
 arrays), so a run can resume under another strategy or device count.
@@ -30,7 +33,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 STRATEGIES = ("jit", "pmap", "mesh")
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = ("data", "fsdp", "sequence", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
 # (regex on the '/'-joined parameter path, spec per dimension). The first match wins;
@@ -153,7 +156,7 @@ class Strategy:
       return lambda state, batch: _first_replica_metrics(pmapped(state, batch))
     shardings = self.state_shardings(abstract_state)
     replicated = NamedSharding(self.mesh, P())
-    return jax.jit(lambda s, b: step_fn(s, b, None),
+    return jax.jit(self._under_mesh(lambda s, b: step_fn(s, b, None)),
                    in_shardings=(shardings, self.batch_sharding()),
                    out_shardings=(shardings, replicated), donate_argnums=0)
 
@@ -163,9 +166,19 @@ class Strategy:
       pmapped = jax.pmap(lambda s, b: jax.lax.psum(eval_fn(s, b), "devices"),
                          axis_name="devices")
       return lambda state, batch: jax.tree_util.tree_map(lambda x: x[0], pmapped(state, batch))
-    return jax.jit(eval_fn, in_shardings=(self.state_shardings(abstract_state),
+    return jax.jit(self._under_mesh(eval_fn), in_shardings=(self.state_shardings(abstract_state),
                                           self.batch_sharding()),
                    out_shardings=NamedSharding(self.mesh, P()))
+
+  def _under_mesh(self, fn: Callable) -> Callable:
+    """``fn`` traced under the mesh when it has a ``sequence`` axis (ring attention reads it)."""
+    if self.name != "mesh" or self.mesh.shape.get("sequence", 1) == 1:
+      return fn
+
+    def traced_under_mesh(*args):
+      with jax.set_mesh(self.mesh):
+        return fn(*args)
+    return traced_under_mesh
 
   def init_state(self, init_fn: Callable, abstract_state: Any, rng: jax.Array) -> Any:
     """Initialises the state directly in its final placement (no host copy)."""
@@ -184,11 +197,15 @@ def _first_replica_metrics(out):
   return state, jax.tree_util.tree_map(lambda x: x[0], metrics)
 
 
-def build_strategy(parallel: ml_collections.ConfigDict, *, global_batch_size: int) -> Strategy:
+def build_strategy(parallel: ml_collections.ConfigDict, *, global_batch_size: int,
+                   devices: Any = None) -> Strategy:
   """Builds the strategy named by ``config.parallel.strategy`` and checks the batch.
 
   Keys: ``strategy`` ('jit' | 'pmap' | 'mesh'); ``mesh.data``, ``mesh.fsdp``,
-  ``mesh.tensor`` (one may be -1: all remaining devices).
+  ``mesh.sequence``, ``mesh.tensor`` (one may be -1: all remaining devices).
+
+  ``devices`` (for 'mesh'): the devices to lay out, e.g. a TPU topology's to compile for
+  it on another host; default ``jax.devices()``.
 
   Raises:
     ValueError: unknown strategy, a mesh that does not match the device count, or a global
@@ -207,20 +224,22 @@ def build_strategy(parallel: ml_collections.ConfigDict, *, global_batch_size: in
       raise ValueError(f"config.train.batch_size={global_batch_size} is not divisible by "
                        f"{total} devices (strategy 'pmap')")
     return Strategy(name, Mesh(np.array(local), ("devices",)), total)
-  sizes = mesh_shape(parallel.mesh, jax.device_count())
+  devices = jax.devices() if devices is None else list(devices)
+  sizes = mesh_shape(parallel.mesh, len(devices))
   # Auto axes: XLA's partitioner propagates shardings from the parameters and the batch
   # (JAX 0.10's make_mesh defaults to Explicit axes, which type-check every gather).
-  mesh = jax.make_mesh(sizes, MESH_AXES, devices=jax.devices(),
+  mesh = jax.make_mesh(sizes, MESH_AXES, devices=devices,
                        axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
   batch_shards = sizes[0] * sizes[1]
   if global_batch_size % batch_shards:
     raise ValueError(f"config.train.batch_size={global_batch_size} is not divisible by "
                      f"data x fsdp = {sizes[0]} x {sizes[1]} = {batch_shards} (strategy 'mesh')")
-  return Strategy(name, mesh, jax.device_count())
+  return Strategy(name, mesh, len(devices))
 
 
-def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, int, int]:
-  """Resolves ``(data, fsdp, tensor)`` sizes; one of them may be -1 (the rest)."""
+def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int
+               ) -> tuple[int, int, int, int]:
+  """Resolves ``(data, fsdp, sequence, tensor)`` sizes; one may be -1 (the rest)."""
   sizes = [int(mesh_config.get(a, 1)) for a in MESH_AXES]
   if sizes.count(-1) > 1:
     raise ValueError(f"config.parallel.mesh: at most one axis may be -1, got {dict(zip(MESH_AXES, sizes))}")

@@ -1,0 +1,81 @@
+"""The train step of a config from abstract shapes: for export and compiles without data.
+
+Builds exactly what ``loop.train_and_evaluate`` trains (``loop.create_setup``,
+``steps.make_train_step``, ``parallel.build_strategy`` and the strategy's compiled step)
+from a config and a :class:`~attnjax.data.DatasetInfo`, with every array a
+``jax.ShapeDtypeStruct``: ``jax.export.export(step, platforms=['cuda'])(state, batch)``
+lowers it for another platform, ``step.trace(state, batch).lower(...)`` compiles it for a
+TPU topology, and nothing is allocated, downloaded or prepared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from attnjax.data import DatasetInfo
+from attnjax.train import finetune as finetune_lib
+from attnjax.train.loop import create_setup
+from attnjax.train.parallel import Strategy, build_strategy
+from attnjax.train.steps import make_train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class AbstractStep:
+  """A compiled-for-the-strategy train step and abstract arguments to trace it with.
+
+  Attributes:
+    step: ``step(state, batch) -> (state, metrics)`` as the strategy compiles it (a
+      ``jax.jit`` object for 'jit' and 'mesh').
+    state: the TrainState as ``ShapeDtypeStruct`` leaves (with shardings under 'mesh').
+    batch: ``{'inputs', 'label'}`` as ``ShapeDtypeStruct`` (global batch).
+    strategy: the strategy (mesh, placement).
+    num_params: parameter count.
+  """
+
+  step: Callable[..., Any]
+  state: Any
+  batch: dict[str, jax.ShapeDtypeStruct]
+  strategy: Strategy
+  num_params: int
+
+
+def abstract_train_step(config: ml_collections.ConfigDict, info: DatasetInfo, *,
+                        devices: Any = None) -> AbstractStep:
+  """The train step of ``config`` on data described by ``info``, from shapes alone.
+
+  Args:
+    config: an experiment config (``configs/*.py``); ``config.parallel`` picks the strategy.
+    info: the dataset description (vocabulary, length, classes), real or made up.
+    devices: devices for the 'mesh' strategy (e.g. a TPU topology's); default the local ones.
+
+  Returns:
+    An :class:`AbstractStep`.
+  """
+  setup = create_setup(config, info)
+  strategy = build_strategy(config.parallel, global_batch_size=config.train.batch_size,
+                            devices=devices)
+  abstract_state = jax.eval_shape(setup.init_state, jax.random.PRNGKey(0))
+  trainable = finetune_lib.trainable_mask(abstract_state.params, setup.finetuning,
+                                          setup.task.encoder.num_layers)
+  step_fn = make_train_step(setup.schedule, label_smoothing=config.train.label_smoothing,
+                            microbatches=config.train.microbatches,
+                            nan_policy=config.train.nan_policy, loss_fn=setup.task.loss_fn,
+                            trainable=trainable)
+  step = strategy.compile_train_step(step_fn, abstract_state)
+  shardings = strategy.state_shardings(abstract_state)
+  state = jax.tree_util.tree_map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state,
+      shardings)
+  b = config.train.batch_size
+  batch_sharding = strategy.batch_sharding()
+  batch = {
+      "inputs": jax.ShapeDtypeStruct((b, *info.input_shape), jnp.int32, sharding=batch_sharding),
+      "label": jax.ShapeDtypeStruct((b,), jnp.int32, sharding=batch_sharding),
+  }
+  num_params = sum(x.size for x in jax.tree_util.tree_leaves(abstract_state.params))
+  return AbstractStep(step, state, batch, strategy, int(num_params))
