@@ -368,6 +368,7 @@ def test_broken_config_module_is_one_line(tmp_path, source, fragment):
   assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow
 def test_concurrent_launch_is_refused_and_ctrl_c_saves(tmp_path, data_dir):
   workdir = str(tmp_path / "run")
   args = ["--config", "configs/default.py:smoke", f"--config.data.data_dir={data_dir}",

@@ -358,6 +358,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     FloatingPointError: a non-finite loss under ``nan_policy='stop'`` (names the step and
       the last good checkpoint).
   """
+  check_config(config)  # the user's own keys named, before the phases derive theirs
   workdir_lib.check_workdir(workdir)
   workdir_lib.WorkdirLock.check_free(workdir)  # a busy workdir is refused at once
   plans = [_validate(c, w) for c, w in _phases(config, workdir)]
