@@ -29,12 +29,12 @@ Options (``key=value`` separated by commas):
 
 from __future__ import annotations
 
-import json
 import os
 
 import ml_collections
 
 from attnjax.config_args import parse_arg
+from attnjax.run_files import read_config
 from configs import default as default_config
 
 #: Peak learning rates that worked on the demo (2-core CPU sweep of 3 values each).
@@ -44,8 +44,10 @@ _GLUE_REGRESSION = ("glue/stsb",)
 
 def _init_from_workdir(config: ml_collections.ConfigDict, path: str) -> None:
   """Copies the model config of an attnjax run and points data and init at it."""
-  with open(os.path.join(path, "config.json")) as f:
-    saved = json.load(f)
+  saved = read_config(path) if os.path.isdir(path) else None
+  if saved is None or "model" not in saved:
+    raise ValueError(f"init=workdir:{path}: not an attnjax run directory (no "
+                     f"{os.path.join(path, 'config.json')} with a model section)")
   for key, value in saved["model"].items():
     if key in config.model and not isinstance(value, dict):
       config.model[key] = value

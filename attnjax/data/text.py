@@ -706,8 +706,13 @@ def _files_source(data_config: Any) -> TextSource:
     label_type = data_config.get("label_type", "class")
     if label_type not in ("class", "float"):
       raise ValueError(f"config.data.label_type={label_type!r}; expected 'class' or 'float'")
-    num_classes = 1 if label_type == "float" else int(
-        data_config.get("num_classes", 0) or len(label_names) or 2)
+    given = data_config.get("num_classes", None)
+    if label_type != "float" and given is not None and (
+        isinstance(given, bool) or not isinstance(given, int) or given < 2 and
+        not (given == 0 and label_names)):
+      raise ValueError(f"config.data.num_classes={given!r}: a classifier needs an integer "
+                       ">= 2 (for regression set config.data.label_type='float')")
+    num_classes = 1 if label_type == "float" else int(given or len(label_names) or 2)
     settings = dict(text_columns=text_columns,
                     label_column=data_config.get("label_column", "label"),
                     label_type=label_type, num_classes=num_classes, label_names=label_names)

@@ -44,38 +44,73 @@ def file_format(path: str) -> str:
   return FORMATS[ext]
 
 
+# A long document is valid input (the tokenizer truncates it); csv's default limit of
+# 131,072 characters per field would refuse it.
+_CSV_FIELD_LIMIT = 1 << 30
+
+
+def _check_readable(path: str) -> None:
+  if os.path.isdir(path):
+    raise ValueError(f"text file {path!r} is a directory, not a file")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"text file {path!r} not found")
+  if not os.access(path, os.R_OK):
+    raise ValueError(f"text file {path!r} is not readable (permission denied)")
+
+
+def _bad_utf8(path: str) -> str:
+  """``"line L, column C"`` of the first byte of ``path`` that is not UTF-8."""
+  with open(path, "rb") as f:
+    for number, raw in enumerate(f, start=1):
+      try:
+        raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        return f"line {number}, column {len(raw[:e.start].decode('utf-8')) + 1} (byte " \
+               f"{raw[e.start]:#04x})"
+  return "an unknown position"
+
+
 def iter_rows(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
   """Yields ``(row number, record)``; row numbers are 1-based lines of the file (the CSV
   header is line 1, so the first data row is line 2).
 
   Raises:
     FileNotFoundError: the file does not exist.
-    ValueError: a malformed JSON line, naming the file and line.
+    ValueError: a directory or unreadable file, bytes that are not UTF-8, a malformed CSV
+      row or JSON line, each naming the file and line.
   """
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"text file {path!r} not found")
+  _check_readable(path)
   fmt = file_format(path)
-  with open(path, newline="", encoding="utf-8") as f:
-    if fmt in ("csv", "tsv"):
-      reader = csv.DictReader(f, delimiter="," if fmt == "csv" else "\t")
-      for record in reader:
-        yield reader.line_num, record
-    elif fmt == "jsonl":
-      for i, line in enumerate(f, start=1):
-        if not line.strip():
-          continue
+  try:
+    with open(path, newline="", encoding="utf-8") as f:
+      if fmt in ("csv", "tsv"):
+        csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+        reader = csv.DictReader(f, delimiter="," if fmt == "csv" else "\t")
         try:
-          record = json.loads(line)
-        except ValueError as e:
-          raise ValueError(f"{path}, line {i}: not valid JSON ({e})") from e
-        if not isinstance(record, dict):
-          raise ValueError(f"{path}, line {i}: expected a JSON object, got "
-                           f"{type(record).__name__}")
-        yield i, record
-    else:
-      for i, line in enumerate(f, start=1):
-        if line.strip():
-          yield i, {"text": line.rstrip("\n")}
+          for record in reader:
+            yield reader.line_num, record
+        except csv.Error as e:
+          raise ValueError(f"{path}, line {reader.line_num}: malformed {fmt.upper()} ({e})"
+                           ) from None
+      elif fmt == "jsonl":
+        for i, line in enumerate(f, start=1):
+          if not line.strip():
+            continue
+          try:
+            record = json.loads(line)
+          except ValueError as e:
+            raise ValueError(f"{path}, line {i}: not valid JSON ({e})") from None
+          if not isinstance(record, dict):
+            raise ValueError(f"{path}, line {i}: expected a JSON object, got "
+                             f"{type(record).__name__}")
+          yield i, record
+      else:
+        for i, line in enumerate(f, start=1):
+          if line.strip():
+            yield i, {"text": line.rstrip("\n")}
+  except UnicodeDecodeError:
+    raise ValueError(f"{path}, {_bad_utf8(path)}: not UTF-8 text (save the file as UTF-8)"
+                     ) from None
 
 
 def columns_of(path: str) -> list[str] | None:
@@ -83,12 +118,24 @@ def columns_of(path: str) -> list[str] | None:
   fmt = file_format(path)
   if fmt not in ("csv", "tsv"):
     return None
-  with open(path, newline="", encoding="utf-8") as f:
-    return next(csv.reader(f, delimiter="," if fmt == "csv" else "\t"), [])
+  _check_readable(path)
+  try:
+    with open(path, newline="", encoding="utf-8") as f:
+      csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+      return next(csv.reader(f, delimiter="," if fmt == "csv" else "\t"), [])
+  except UnicodeDecodeError:
+    raise ValueError(f"{path}, {_bad_utf8(path)}: not UTF-8 text (save the file as UTF-8)"
+                     ) from None
+  except csv.Error as e:
+    raise ValueError(f"{path}, line 1: malformed {fmt.upper()} header ({e})") from None
 
 
 def _parse_label(raw: Any, *, where: str, label_type: str, num_classes: int,
                  label_names: Sequence[str]) -> int | float:
+  if isinstance(raw, bool):  # JSON true/false: float(True) would read it as 1
+    raise ValueError(f"{where}: label {str(raw).lower()} is a boolean; expected "
+                     + ("a number" if label_type == "float" else
+                        f"an integer class id in [0, {num_classes})"))
   if label_type == "float":
     try:
       value = float(raw)

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from attnjax import run_files
 from attnjax.inspect import analysis
 from attnjax.inspect import figures
 
@@ -158,10 +159,13 @@ def resolve_checkpoint(checkpoint: str | None) -> tuple[str, str]:
     raise InspectError(f"--checkpoint {checkpoint!r} does not exist")
   if not path.is_dir():
     raise InspectError(f"--checkpoint {checkpoint!r} is a file, not a directory")
-  if (path / "checkpoints").is_dir() and (path / "config.json").is_file():
-    return "workdir", str(path)
   if (path / "config.json").is_file():
-    return "hf", str(path)
+    try:
+      saved = run_files.read_config(str(path))
+    except ValueError as e:
+      raise InspectError(str(e)) from e
+    # An attnjax run's config has a train section; a Hugging Face config has none.
+    return ("workdir" if "train" in saved else "hf"), str(path)
   raise InspectError(f"--checkpoint {checkpoint!r} is neither an attnjax workdir "
                      "(config.json + checkpoints/) nor a Hugging Face model directory "
                      "(config.json + model.safetensors)")
@@ -276,13 +280,18 @@ def inspect_example(workdir: str, index: int, args: argparse.Namespace) -> Inspe
   from attnjax.train import Checkpointer, create_model_and_state
   from attnjax.train.steps import classification_loss  # pylint: disable=import-outside-toplevel
 
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  try:
+    config = ml_collections.ConfigDict(run_files.read_config(workdir))
+  except ValueError as e:
+    raise InspectError(str(e)) from e
   if args.data_dir:
     config.data.data_dir = args.data_dir
   info = data_lib.get_dataset_info(config.data)
   model, init_state, _ = create_model_and_state(config, info)
   abstract = jax.eval_shape(init_state, jax.random.PRNGKey(config.seed))
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    raise InspectError(f"--example needs a trained run; the attnjax workdir {workdir} has no "
+                       "checkpoints/ yet (train it first with launch.py)")
   checkpointer = Checkpointer(workdir, async_save=False)
   try:
     state, _, step = checkpointer.restore(abstract)

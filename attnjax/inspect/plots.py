@@ -6,7 +6,7 @@ import collections
 import json
 import os
 
-from attnjax.train.writers import read_metrics
+from attnjax.run_files import read_metrics
 
 
 def plot_curves(workdir: str, *, out_dir: str | None = None) -> str:

@@ -4,10 +4,43 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 from absl import logging
+
+
+UNREADABLE_DIR = "checkpoints_unreadable"
+
+
+def _is_closed_loop_callback(unraisable) -> bool:
+  """Whether an unraisable exception is tensorstore finishing a read for an Orbax restore
+  that already failed: its callback reaches the restore's asyncio loop after Orbax closed
+  it (dozens of "Event loop is closed" tracebacks, no information)."""
+  exc = unraisable.exc_value
+  if not (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"):
+    return False
+  tb = unraisable.exc_traceback
+  while tb is not None:
+    if tb.tb_frame.f_code.co_name == "call_soon_threadsafe":
+      return True
+    tb = tb.tb_next
+  return False
+
+
+def _install_unraisable_filter() -> None:
+  """Drops those callbacks' errors (once per process); every other one goes through."""
+  if getattr(sys.unraisablehook, "_attnjax_filter", False):
+    return
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if not _is_closed_loop_callback(unraisable):
+      previous(unraisable)
+  hook._attnjax_filter = True  # pylint: disable=protected-access
+  sys.unraisablehook = hook
 
 
 class Checkpointer:
@@ -31,6 +64,7 @@ class Checkpointer:
   def __init__(self, workdir: str, *, keep: int = 2, async_save: bool = True,
                keep_best_by: str = "", best_mode: str = "max"):
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    _install_unraisable_filter()
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
@@ -83,7 +117,10 @@ class Checkpointer:
     """Restores ``(state, data_state, step)`` into the given shapes and shardings.
 
     Without ``step``, tries the newest checkpoint first and falls back to older ones when
-    one cannot be read (corrupt or partial files), logging what it skipped.
+    one cannot be read (corrupt or partial files): each unreadable step is moved aside to
+    ``<workdir>/checkpoints_unreadable/<step>`` (kept for inspection, never deleted) and
+    named in a warning, so the run retrains from the older step and can save that step
+    again.
 
     Raises:
       FileNotFoundError: no checkpoint, or none readable.
@@ -100,15 +137,40 @@ class Checkpointer:
       try:
         restored = self._manager.restore(s, args=ocp.args.Composite(**items))
       except Exception as e:  # pylint: disable=broad-except  (Orbax raises many kinds)
-        message = f"checkpoint {os.path.join(self.directory, str(s))} is unreadable: " \
-                  f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if step is not None:
+          raise FileNotFoundError(f"checkpoint {os.path.join(self.directory, str(s))} is "
+                                  f"unreadable: {reason}") from None
+        moved = self._move_aside(s)
+        message = (f"checkpoint {os.path.join(self.directory, str(s))} is unreadable "
+                   f"({reason[:200]}); moved it to {moved}")
         logging.warning(message)
-        print(f"warning: {message}; trying an older one", flush=True)
+        print(f"warning: {message}", flush=True)
         failures.append(message)
         continue
       data = restored.get("data") if "data" in items else None
+      if failures:
+        print(f"resuming from the older step {s} instead", flush=True)
       return restored["state"], (json.dumps(data).encode() if data is not None else None), s
     raise FileNotFoundError("no readable checkpoint:\n  " + "\n  ".join(failures))
+
+  def _move_aside(self, step: int) -> str:
+    """Moves step ``step`` out of the manager's directory (process 0; every process then
+    reloads the manager's step list)."""
+    aside = os.path.join(os.path.dirname(self.directory), UNREADABLE_DIR)
+    target = os.path.join(aside, str(step))
+    if jax.process_index() == 0:
+      os.makedirs(aside, exist_ok=True)
+      n = 1
+      while os.path.lexists(target):  # an earlier failure of the same step
+        n += 1
+        target = os.path.join(aside, f"{step}.{n}")
+      os.replace(os.path.join(self.directory, str(step)), target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+      multihost_utils.sync_global_devices(f"attnjax_checkpoint_aside_{step}")
+    self._manager.reload()
+    return target
 
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are on disk."""
@@ -117,7 +179,13 @@ class Checkpointer:
       self._best.wait_until_finished()
 
   def close(self) -> None:
-    self.wait()
-    self._manager.close()
-    if self._best is not None:
-      self._best.close()
+    """Waits for pending saves, then closes both managers (whatever the wait raised), so
+    no Orbax thread outlives the run."""
+    try:
+      self.wait()
+    finally:
+      try:
+        self._manager.close()
+      finally:
+        if self._best is not None:
+          self._best.close()

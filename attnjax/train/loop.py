@@ -26,17 +26,21 @@ from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from attnjax import data as data_lib
+# The loop draws with attnjax.inspect; attnjax.inspect's library never imports attnjax.train.
+from attnjax.inspect.figures import attention_figure_for_tensorboard
+from attnjax.inspect.plots import plot_curves
 from attnjax.train import finetune as finetune_lib
 from attnjax.train import tasks as tasks_lib
 from attnjax.train.checkpoints import Checkpointer
 from attnjax.train import evaluators as evaluators_lib
 from attnjax.train.flops import peak_flops_per_device
+from attnjax.train.config_checks import check_config
 from attnjax.train.optimizers import build_optimizer
 from attnjax.train.parallel import Strategy, build_strategy
 from attnjax.train.progress import Progress
 from attnjax.train.state import TrainState
 from attnjax.train.steps import make_train_step
-from attnjax.train.workdir import prepare_workdir
+from attnjax.train import workdir as workdir_lib
 from attnjax.train.writers import MetricWriter
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect of a preempted job
@@ -212,43 +216,31 @@ def _with_init_workdir(config: ml_collections.ConfigDict, path: str
   return out
 
 
-def _check_config(config: ml_collections.ConfigDict) -> None:
-  t = config.train
-  for key in ("num_steps", "batch_size", "eval_batch_size", "log_every", "eval_every",
-              "checkpoint_every", "keep_checkpoints", "microbatches"):
-    if int(t[key]) <= 0:
-      raise ValueError(f"config.train.{key} must be positive, got {t[key]}")
-  if t.batch_size % t.microbatches:
-    raise ValueError(f"config.train.batch_size={t.batch_size} is not divisible by "
-                     f"config.train.microbatches={t.microbatches}")
-  if tasks_lib.self_pretrain_steps(config) != 0:
-    sp = config.self_pretrain
-    if int(sp.num_steps) < 0:
-      raise ValueError(f"config.self_pretrain.num_steps must be >= 0, got {sp.num_steps}")
-    if not 0.0 < float(sp.mask_rate) < 1.0:
-      raise ValueError(f"config.self_pretrain.mask_rate must be in (0, 1), got {sp.mask_rate}")
-    if float(sp.learning_rate) < 0.0:
-      raise ValueError(f"config.self_pretrain.learning_rate must be >= 0, got "
-                       f"{sp.learning_rate}")
-  for key in ("batch_size", "eval_batch_size"):
-    if t[key] % jax.process_count():
-      raise ValueError(f"config.train.{key}={t[key]} is not divisible by "
-                       f"{jax.process_count()} processes")
-
-
 @contextlib.contextmanager
 def _preemption_flag():
-  """Yields a one-element list set to True when SIGTERM arrives (main thread only)."""
-  flag = [False]
-  try:
-    previous = signal.signal(signal.SIGTERM, lambda *_: flag.__setitem__(0, True))
-  except ValueError:  # not the main thread: no handler, the flag stays False
-    previous = None
+  """Yields a one-element list set to the signal's name when SIGTERM or SIGINT (Ctrl-C)
+  arrives (main thread only): the loop then saves at the current step and returns.
+
+  A second Ctrl-C raises KeyboardInterrupt at once (the clean-up still runs).
+  """
+  flag: list = [None]
+
+  def on_signal(signum, _frame):
+    if signum == signal.SIGINT and flag[0] is not None:
+      raise KeyboardInterrupt
+    flag[0] = signal.Signals(signum).name
+
+  previous = {}
+  for signum in (signal.SIGTERM, signal.SIGINT):
+    try:
+      previous[signum] = signal.signal(signum, on_signal)
+    except ValueError:  # not the main thread: no handler, the flag stays unset
+      pass
   try:
     yield flag
   finally:
-    if previous is not None:
-      signal.signal(signal.SIGTERM, previous)
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
 
 
 class _NonFinite(FloatingPointError):
@@ -315,7 +307,8 @@ def _validate(config: ml_collections.ConfigDict, workdir: str) -> _Plan:
   Raises:
     ValueError: a bad config value, dataset or workdir.
   """
-  _check_config(config)
+  check_config(config)
+  workdir_lib.check_directory(str(data_lib.resolve_data_dir(config.data)), "config.data.data_dir")
   # Text datasets defined by config options (tokenizer, files, ...) are registered under a
   # concrete name here, and their files checked (bad rows fail before anything is written).
   data_config = data_lib.resolve_data_config(config.data)
@@ -336,6 +329,7 @@ def _validate(config: ml_collections.ConfigDict, workdir: str) -> _Plan:
                             nan_policy=config.train.nan_policy, trainable=trainable)
   flops_per_step = task.flops_per_example * config.train.batch_size
   evaluators_lib.eval_specs(config)  # a bad config.evals fails before anything is written
+  workdir_lib.validate_workdir(workdir, config, counts["total"])
   return _Plan(config, workdir, data_config, info, setup, strategy, rng, abstract_state,
                counts, step_fn, flops_per_step)
 
@@ -349,8 +343,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   progress are closed on every exit.
 
   Launching again on a finished workdir trains no further and returns the final metrics
-  of its last checkpoint. SIGTERM saves a checkpoint at the current step and returns
-  ``{'preempted': True, 'step': ...}``.
+  of its last checkpoint. SIGTERM or Ctrl-C (SIGINT) saves a checkpoint at the current
+  step and returns ``{'preempted': True, 'step': ..., 'signal': 'SIGTERM' | 'SIGINT'}``;
+  a second Ctrl-C stops at once (KeyboardInterrupt, files closed).
 
   Args:
     config: the experiment (see ``configs/default.py`` for every key).
@@ -364,18 +359,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     FloatingPointError: a non-finite loss under ``nan_policy='stop'`` (names the step and
       the last good checkpoint).
   """
+  check_config(config)  # the user's own keys named, before the phases derive theirs
+  workdir_lib.check_workdir(workdir)
+  workdir_lib.WorkdirLock.check_free(workdir)  # a busy workdir is refused at once
   plans = [_validate(c, w) for c, w in _phases(config, workdir)]
   result: dict = {}
-  for plan in plans:
-    result = _run(plan)
-    if result.get("preempted"):
-      break
+  # Taken once, by process 0 (it alone writes the workdir's files); the self-pretraining
+  # phase's directory lies inside the workdir.
+  with workdir_lib.WorkdirLock(workdir, enabled=jax.process_index() == 0):
+    for plan in plans:
+      result = _run(plan)
+      if result.get("preempted"):
+        break
   return result
 
 
 def _prepare(plan: _Plan, is_main: bool) -> None:
   """Creates the workdir and writes config.json, parameters.json and the tokenizer."""
-  prepare_workdir(plan.workdir, plan.config, write=is_main)
+  workdir_lib.prepare_workdir(plan.workdir, plan.config, write=is_main)
   if is_main:
     _write_run_files(plan.workdir, plan.data_config, plan.counts)
 
@@ -441,7 +442,6 @@ def _run(plan: _Plan) -> dict:
   # Finish, once everything is closed (the async saves on disk, metrics.jsonl complete).
   final["step"] = plan.num_steps
   if is_main:
-    from attnjax.inspect.plots import plot_curves  # pylint: disable=import-outside-toplevel
     plot_curves(workdir)
   _report(f"finished {workdir}", final, is_main, task.summary)
   return final
@@ -520,7 +520,7 @@ def _train(plan: _Plan, state, start_step: int, train_iter, checkpointer: Checkp
                                  plan.data_config, info)
           checkpointer.save_if_best(step, strategy.to_checkpoint_state(state), final)
         writer.flush()
-      stop_now = preempted[0]
+      stop_now = preempted[0]  # None, or 'SIGTERM' / 'SIGINT'
       if step % config.train.checkpoint_every == 0 or step == num_steps or stop_now:
         check_window()
         checkpointer.save(step, strategy.to_checkpoint_state(state), train_iter.get_state(),
@@ -529,9 +529,9 @@ def _train(plan: _Plan, state, start_step: int, train_iter, checkpointer: Checkp
       if stop_now:
         checkpointer.wait()
         if is_main:
-          print(f"SIGTERM: saved a checkpoint at step {step} in {checkpointer.directory}; "
+          print(f"{stop_now}: saved a checkpoint at step {step} in {checkpointer.directory}; "
                 "relaunch the same command to resume", flush=True)
-        return {"preempted": True, "step": step}
+        return {"preempted": True, "step": step, "signal": stop_now}
   return final
 
 
@@ -552,7 +552,6 @@ def _log_attention_image(writer: MetricWriter, step: int, task, setup, state,
   """
   if not writer.enabled or jax.process_count() > 1:
     return
-  from attnjax.inspect.figures import attention_figure_for_tensorboard  # pylint: disable=import-outside-toplevel
   params = jax.device_get(strategy.to_checkpoint_state(state).params)
   if setup.finetuning.lora:
     params = finetune_lib.merge_lora(params, setup.finetuning.lora_scale)
@@ -579,8 +578,7 @@ def _write_run_files(workdir: str, data_config, counts: dict) -> None:
   The tokenizer travels with the run so that fine-tuning from it (``config.init.workdir``)
   and export use the vocabulary the embeddings were trained with.
   """
-  with open(os.path.join(workdir, "parameters.json"), "w") as f:
-    json.dump(counts, f, indent=2)
+  workdir_lib.write_json(os.path.join(workdir, workdir_lib.PARAMETERS_FILE), counts)
   tokenizer = data_lib.dataset_tokenizer(data_config)
   if tokenizer is not None:
     tmp = os.path.join(workdir, "tokenizer.json.tmp")

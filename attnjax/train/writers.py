@@ -9,6 +9,8 @@ from typing import Mapping
 
 import numpy as np
 
+from attnjax.run_files import METRICS_FILE, parse_metrics, read_metrics  # noqa: F401  (re-exported)
+
 
 def _to_number(value) -> float | int:
   value = np.asarray(value).item()
@@ -29,7 +31,7 @@ class MetricWriter:
   """
 
   def __init__(self, workdir: str, *, enabled: bool = True):
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = os.path.join(workdir, METRICS_FILE)
     self.enabled = enabled
     self._tb = None
     if enabled:
@@ -37,16 +39,18 @@ class MetricWriter:
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def truncate_after(self, step: int) -> None:
-    """Removes lines whose step is greater than ``step`` (atomically)."""
+    """Removes records whose step is greater than ``step``, and a cut-off last line (a
+    write a kill interrupted), atomically."""
     if not self.enabled or not os.path.exists(self.path):
       return
-    with open(self.path) as f:
-      lines = [line for line in f if line.strip()]
-    kept = [line for line in lines if json.loads(line)["step"] <= step]
-    if len(kept) != len(lines):
+    with open(self.path, encoding="utf-8", errors="replace") as f:
+      text = f.read()
+    records = parse_metrics(text, self.path)
+    kept = [r for r in records if r["step"] <= step]
+    if len(kept) != len(records) or (text and not text.endswith("\n")):
       tmp = self.path + ".tmp"
       with open(tmp, "w") as f:
-        f.writelines(kept)
+        f.writelines(json.dumps(r) + "\n" for r in kept)
       os.replace(tmp, self.path)
 
   def write(self, step: int, split: str, metrics: Mapping[str, object]) -> None:
@@ -74,9 +78,3 @@ class MetricWriter:
     if self._tb is not None:
       self._tb.close()
       self._tb = None
-
-
-def read_metrics(workdir: str) -> list[dict]:
-  """Reads every record of ``<workdir>/metrics.jsonl``."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]

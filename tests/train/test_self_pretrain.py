@@ -77,9 +77,9 @@ def test_two_phases_then_resume_trains_nothing(smoke_config, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("key,value,match", [
-    ("num_steps", -1, "self_pretrain.num_steps must be >= 0"),
-    ("mask_rate", 1.5, "self_pretrain.mask_rate must be in"),
-    ("learning_rate", -1.0, "self_pretrain.learning_rate must be >= 0"),
+    ("num_steps", -1, r"self_pretrain.num_steps=-1: expected an integer >= 0"),
+    ("mask_rate", 1.5, r"self_pretrain.mask_rate=1.5: expected a number in \(0, 1\)"),
+    ("learning_rate", -1.0, "self_pretrain.learning_rate=-1.0: expected a finite number >= 0"),
 ])
 def test_bad_self_pretrain_options_are_refused_before_anything_is_written(
     smoke_config, tmp_path, key, value, match):
