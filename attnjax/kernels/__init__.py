@@ -26,6 +26,7 @@ from attnjax.kernels import variants  # registers the variant kernels
 from attnjax.kernels.variants import ParamSpec
 from attnjax.kernels.variants import init_params
 from attnjax.kernels.variants import params_spec
+from attnjax.kernels.variants import supports_decode
 
 __all__ = [
     "Choice",
@@ -44,5 +45,6 @@ __all__ = [
     "patterns",
     "register_kernel",
     "relative_position_bucket",
+    "supports_decode",
     "variants",
 ]

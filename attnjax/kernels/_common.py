@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from typing import Any
 
 import jax
@@ -57,6 +58,7 @@ class Problem:
   alibi_slopes: jax.Array | None  # [B|1, K, G] float32
   relative_table: jax.Array | None  # [num_buckets, K, G] float32
   dropout_seed: jax.Array | None  # [2] uint32
+  q_offset: jax.Array | None  # [] int32: a traced diagonal offset (decoding); see `diagonal`
   # Static description.
   batch_shape: tuple[int, ...] = ()
   num_heads: int = 1
@@ -64,7 +66,8 @@ class Problem:
   kv_len: int = 1  # S
   scale: float = 1.0
   causal: bool = False
-  offset: int = 0  # key k lies on the diagonal of query q when k == q + offset
+  offset: int = 0  # key k lies on the diagonal of query q when k == q + offset (static)
+  decoding: bool = False  # q_offset was given (or derived from a flax decode step)
   window: tuple[int, int] | None = None
   pattern: Any = None  # a static sparsity pattern (``patterns.py``), or None
   soft_cap: float | None = None
@@ -100,13 +103,21 @@ class Problem:
             or self.kv_lengths is not None or self.q_segment_ids is not None
             or self.alibi_slopes is not None or self.relative_table is not None)
 
+  @property
+  def diagonal(self) -> int | jax.Array:
+    """The diagonal offset: ``q_offset`` when traced, else the static ``offset``.
+
+    Query row ``i`` lies on key ``i + diagonal`` (its absolute position when decoding).
+    """
+    return self.offset if self.q_offset is None else self.q_offset
+
   def replace(self, **kw: Any) -> Problem:
     return dataclasses.replace(self, **kw)
 
 
 _ARRAY_FIELDS = [
     "query", "key", "value", "bias", "mask", "q_lengths", "kv_lengths", "q_segment_ids",
-    "kv_segment_ids", "alibi_slopes", "relative_table", "dropout_seed"
+    "kv_segment_ids", "alibi_slopes", "relative_table", "dropout_seed", "q_offset"
 ]
 jax.tree_util.register_dataclass(
     Problem,
@@ -207,6 +218,55 @@ def _canonical_window(w: Any, fn: str) -> tuple[int, int] | None:
   return left, right
 
 
+def flax_decode_offset(q_len: int, kv_len: int) -> jax.Array | None:
+  """The query position of a ``flax.linen.MultiHeadDotProductAttention(decode=True)`` step.
+
+  In its decode steps flax calls ``attention_fn`` with one query and the whole key/value
+  cache, after bumping the ``'cache'`` collection's ``cache_index``; it passes ``module``
+  only with ``sow_weights=True``. So the calling module is read from flax's module stack
+  (the way ``flax.linen.partitioning`` does), without importing flax: ``None`` unless
+  flax is loaded and the innermost module is such a module in a decode step.
+  """
+  flax_module = sys.modules.get("flax.linen.module")
+  flax_attention = sys.modules.get("flax.linen.attention")
+  if flax_module is None or flax_attention is None or not q_len == 1 < kv_len:
+    return None
+  stack = getattr(getattr(flax_module, "_context", None), "module_stack", None)
+  mod = stack[-1] if stack else None
+  mhdpa = getattr(flax_attention, "MultiHeadDotProductAttention", None)
+  if mhdpa is None or not isinstance(mod, mhdpa) or not getattr(mod, "decode", False):
+    return None
+  if not mod.has_variable("cache", "cache_index"):
+    return None
+  # Bumped before attention_fn runs: the one query sits at the previous index.
+  return jnp.asarray(mod.get_variable("cache", "cache_index"), jnp.int32) - q_len
+
+
+def _canonical_q_offset(q_offset: Any, alignment: str, fn: str, q_len: int, kv_len: int
+                        ) -> tuple[int, jax.Array | None, bool]:
+  """``(static offset, traced offset or None, decoding)`` of the diagonal."""
+  if q_offset is None:
+    derived = flax_decode_offset(q_len, kv_len)
+    if derived is None:
+      return (0 if alignment == "top_left" else kv_len - q_len), None, False
+    return 0, derived, True
+  if alignment != "top_left":
+    raise _err(fn, f"give q_offset or alignment={alignment!r}, not both (q_offset places the "
+               "diagonal itself)")
+  if isinstance(q_offset, (bool, np.bool_)):
+    raise _err(fn, f"q_offset must be an int or an int32 scalar array, got {q_offset!r}")
+  if isinstance(q_offset, (int, np.integer)) or (isinstance(q_offset, np.ndarray)
+                                                 and q_offset.ndim == 0):
+    if not jnp.issubdtype(np.asarray(q_offset).dtype, jnp.integer):
+      raise _err(fn, f"q_offset must be an integer, got dtype {np.asarray(q_offset).dtype}")
+    return int(q_offset), None, True  # static: block skipping stays exact and static
+  x = _as_array(q_offset, "q_offset", fn)
+  if x.ndim != 0 or not jnp.issubdtype(x.dtype, jnp.integer):
+    raise _err(fn, f"q_offset must be an integer scalar (the absolute position of query row "
+               f"0), got shape {x.shape} dtype {x.dtype}")
+  return 0, x.astype(jnp.int32), True
+
+
 def prepare(
     query: Any,
     key: Any,
@@ -218,6 +278,7 @@ def prepare(
     scale: float | None = None,
     is_causal: bool = False,
     alignment: str = "top_left",
+    q_offset: Any = None,
     local_window_size: int | tuple[int, int] | None = None,
     sparsity_pattern: Any = None,
     query_seq_lengths: Any = None,
@@ -239,7 +300,10 @@ def prepare(
   """Validates a kernel call and returns it in canonical layout.
 
   ``value`` may be ``None`` (for :func:`attention_weights`); a dummy zero-width value is
-  used then. All errors are ``ValueError`` naming ``fn``, the argument and the shapes.
+  used then. ``q_offset`` (the absolute position of query row 0; a Python int stays
+  static, an array is traced) replaces the ``alignment`` diagonal; when it is ``None``
+  inside a decode step of ``flax.linen.MultiHeadDotProductAttention(decode=True)`` it is
+  taken from that module's cache index. All errors are ``ValueError`` naming ``fn``, the argument and the shapes.
   """
   q = _as_array(query, "query", fn)
   k = _as_array(key, "key", fn)
@@ -300,7 +364,7 @@ def prepare(
     raise _err(fn, f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
   if not isinstance(is_causal, (bool, np.bool_)):
     raise _err(fn, f"is_causal must be a bool, got {is_causal!r}")
-  offset = 0 if alignment == "top_left" else s - t
+  offset, dyn_offset, decoding = _canonical_q_offset(q_offset, alignment, fn, t, s)
   window = _canonical_window(local_window_size, fn)
   if sparsity_pattern is not None and not callable(getattr(sparsity_pattern, "allows", None)):
     raise _err(fn, f"sparsity_pattern must have an allows(qi, ki, ...) method (see "
@@ -379,7 +443,8 @@ def prepare(
       kv_lengths=_canonical_per_batch(key_value_seq_lengths, "key_value_seq_lengths", fn,
                                       batch_shape),
       q_segment_ids=q_segs, kv_segment_ids=kv_segs, alibi_slopes=slopes, relative_table=table,
-      dropout_seed=seed, batch_shape=batch_shape, num_heads=h, q_len=t, kv_len=s, scale=scale,
+      dropout_seed=seed, q_offset=dyn_offset, decoding=decoding, batch_shape=batch_shape,
+      num_heads=h, q_len=t, kv_len=s, scale=scale,
       causal=bool(is_causal), offset=offset, window=window, pattern=sparsity_pattern,
       soft_cap=logits_soft_cap,
       relative_max_distance=int(relative_max_distance),
@@ -419,14 +484,14 @@ def block_mask(p: Problem, q0: Any, tq: int, k0: Any, tk: int,
   m = None
   if kv_limit is not None:
     m = _and(m, ki < kv_limit)
-  rel = ki - qi - p.offset  # key position relative to the query's diagonal
+  rel = ki - qi - p.diagonal  # key position relative to the query's diagonal
   if p.causal:
     m = _and(m, rel <= 0)
   if p.window is not None:
     left, right = p.window
     m = _and(m, jnp.logical_and(rel >= -left, rel <= right))
   if p.pattern is not None:
-    m = _and(m, p.pattern.allows(qi, ki, offset=p.offset, q_len=p.q_len, kv_len=p.kv_len,
+    m = _and(m, p.pattern.allows(qi, ki, offset=p.diagonal, q_len=p.q_len, kv_len=p.kv_len,
                                  xp=jnp))
   m = None if m is None else m[None, None, None]
   if p.q_lengths is not None:
@@ -462,7 +527,7 @@ def relative_positions(p: Problem, q0: Any, tq: int, k0: Any, tk: int) -> jax.Ar
   """``key_pos - query_pos - offset`` for one block, int32 ``[tq, tk]``."""
   qi = (q0 + jnp.arange(tq, dtype=jnp.int32))[:, None]
   ki = (k0 + jnp.arange(tk, dtype=jnp.int32))[None, :]
-  return ki - qi - p.offset
+  return ki - qi - p.diagonal
 
 
 def relative_buckets(p: Problem, rel: jax.Array) -> jax.Array:

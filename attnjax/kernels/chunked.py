@@ -135,9 +135,9 @@ def _kv_range(p: _common.Problem, i: jax.Array, bq: int, bk: int,
   left, right = _reach(p)
   q_first = i * bq
   q_last = jnp.minimum(q_first + bq, p.q_len) - 1
-  lo_key = jnp.int32(0) if left is None else jnp.maximum(q_first + p.offset - left, 0)
+  lo_key = jnp.int32(0) if left is None else jnp.maximum(q_first + p.diagonal - left, 0)
   hi_key = jnp.int32(p.kv_len) if right is None else jnp.minimum(
-      q_last + p.offset + right + 1, p.kv_len)
+      q_last + p.diagonal + right + 1, p.kv_len)
   if p.kv_lengths is not None:
     hi_key = jnp.minimum(hi_key, jnp.max(p.kv_lengths))
   if p.q_lengths is not None:
@@ -157,8 +157,8 @@ def _q_range(p: _common.Problem, j: jax.Array, bq: int, bk: int,
   k_first = j * bk
   k_last = jnp.minimum(k_first + bk, p.kv_len) - 1
   # q attends k iff q + offset - left <= k <= q + offset + right.
-  lo_q = jnp.int32(0) if right is None else jnp.maximum(k_first - p.offset - right, 0)
-  hi_q = jnp.int32(p.q_len) if left is None else jnp.minimum(k_last - p.offset + left + 1,
+  lo_q = jnp.int32(0) if right is None else jnp.maximum(k_first - p.diagonal - right, 0)
+  hi_q = jnp.int32(p.q_len) if left is None else jnp.minimum(k_last - p.diagonal + left + 1,
                                                             p.q_len)
   if p.q_lengths is not None:
     hi_q = jnp.minimum(hi_q, jnp.max(p.q_lengths))
@@ -178,11 +178,14 @@ def _loop_live(p: _common.Problem, bq: int, bk: int, i: jax.Array, body: Any, in
 
   Forward (``transpose=False``): ``i`` is a query block, ``j`` runs over key blocks;
   backward: the other way round. Without a sparsity pattern the live blocks are one
-  contiguous range (causal / window / lengths); with one, a static per-block index list
-  from ``patterns.block_layout`` (visiting only blocks with a live entry).
+  contiguous range (causal / window / lengths), with dynamic bounds when ``q_offset`` is
+  traced; with one and a static offset, a static per-block index list from
+  ``patterns.block_layout`` (visiting only blocks with a live entry).
   """
   nq, nk = -(-p.q_len // bq), -(-p.kv_len // bk)
-  if p.pattern is None:
+  if p.pattern is None or p.q_offset is not None:
+    # With a traced q_offset the pattern's block list cannot be static: visit the
+    # (dynamic) causal/window/length range and let the block mask apply the pattern.
     lo, hi = (_q_range(p, i, bq, bk, nq) if transpose else _kv_range(p, i, bq, bk, nk))
     return lax.fori_loop(lo, hi, body, init)
   kv_idx, kv_count, q_idx, q_count = patterns.block_layout(
@@ -195,7 +198,7 @@ def _loop_live(p: _common.Problem, bq: int, bk: int, i: jax.Array, body: Any, in
 def live_block_count(p: _common.Problem, block_q: int, block_kv: int) -> int:
   """Number of (query block, key block) pairs the forward pass visits (for benchmarks)."""
   nq, nk = -(-p.q_len // block_q), -(-p.kv_len // block_kv)
-  if p.pattern is not None:
+  if p.pattern is not None and p.q_offset is None:
     return int(patterns.block_layout(p.pattern, p.causal, p.window, p.offset, p.q_len,
                                      p.kv_len, block_q, block_kv)[1].sum())
   lo, hi = jax.vmap(lambda i: _kv_range(p, i, block_q, block_kv, nk))(jnp.arange(nq))

@@ -79,9 +79,12 @@ def unsupported(p: _common.Problem, name: str, *, return_residual: bool = False,
     why.append(f"{name} does not support segment ids (pass a mask)")
   if p.pattern is not None:
     why.append(f"{name} does not support sparsity_pattern (pass it as a mask)")
-  if p.offset != 0 and (p.causal or p.window is not None):
-    why.append(f"{name} supports only alignment='top_left' for causal/window masks when "
-               f"q_seq != kv_seq")
+  if p.q_offset is not None and (p.causal or p.window is not None):
+    why.append(f"{name} does not support a traced q_offset (decoding) with causal/window "
+               "masks")
+  elif p.offset != 0 and (p.causal or p.window is not None):
+    why.append(f"{name} supports only alignment='top_left' (q_offset 0) for causal/window "
+               "masks")
   if name == "cudnn":
     if jax.numpy.dtype(p.out_dtype).name not in ("float16", "bfloat16"):
       why.append(f"cudnn needs float16 or bfloat16 inputs, got {p.out_dtype}")

@@ -40,6 +40,15 @@ _common_doc = """
     alignment: where the diagonal of causal / window masks (and the zero of ALiBi / T5
       distances) sits when ``q_seq != kv_seq``: ``'top_left'`` (query i <-> key i, as
       ``jax.nn``) or ``'bottom_right'`` (last query <-> last key, as FlashAttention).
+    q_offset: the absolute position of query row 0, keys being at positions
+      ``0..kv_seq-1`` (query row ``i`` is at ``q_offset + i``): the diagonal of causal,
+      window and pattern masks and the zero of ALiBi / T5 distances, replacing
+      ``alignment``. For cached decoding: a Python int is static (the chunked path skips
+      blocks exactly), an int32 scalar array may be traced (the cache index under
+      ``jit``; the chunked path then bounds its loops dynamically and visits a
+      pattern's blocks conservatively). Inside a decode step of
+      ``flax.linen.MultiHeadDotProductAttention(decode=True)`` it defaults to that
+      module's cache position, so flax's cached decoding is exact.
     local_window_size: ``w`` or ``(left, right)``: query i sees keys within
       ``[i - left, i + right]`` of its diagonal.
     sparsity_pattern: a static pattern from ``attnjax.kernels.patterns`` (sliding
@@ -126,6 +135,7 @@ def dot_product_attention(
     scale: float | None = None,
     is_causal: bool = False,
     alignment: str = "top_left",
+    q_offset: int | jax.Array | None = None,
     local_window_size: int | tuple[int, int] | None = None,
     sparsity_pattern: Any = None,
     query_seq_lengths: jax.Array | None = None,
@@ -167,7 +177,8 @@ def dot_product_attention(
   """
   p = _common.prepare(
       query, key, value, bias, mask, fn="dot_product_attention", scale=scale,
-      is_causal=is_causal, alignment=alignment, local_window_size=local_window_size,
+      is_causal=is_causal, alignment=alignment, q_offset=q_offset,
+      local_window_size=local_window_size,
       sparsity_pattern=sparsity_pattern,
       query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
       q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
@@ -222,6 +233,7 @@ def attention_weights(
     scale: float | None = None,
     is_causal: bool = False,
     alignment: str = "top_left",
+    q_offset: int | jax.Array | None = None,
     local_window_size: int | tuple[int, int] | None = None,
     sparsity_pattern: Any = None,
     query_seq_lengths: jax.Array | None = None,
@@ -246,7 +258,7 @@ def attention_weights(
   """
   p = _common.prepare(
       query, key, None, bias, mask, fn="attention_weights", scale=scale, is_causal=is_causal,
-      alignment=alignment, local_window_size=local_window_size,
+      alignment=alignment, q_offset=q_offset, local_window_size=local_window_size,
       sparsity_pattern=sparsity_pattern,
       query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
       q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
@@ -273,6 +285,7 @@ def chunked_attention(
     scale: float | None = None,
     is_causal: bool = False,
     alignment: str = "top_left",
+    q_offset: int | jax.Array | None = None,
     local_window_size: int | tuple[int, int] | None = None,
     sparsity_pattern: Any = None,
     query_seq_lengths: jax.Array | None = None,
@@ -305,6 +318,7 @@ def chunked_attention(
   """
   return dot_product_attention(
       query, key, value, bias, mask, scale=scale, is_causal=is_causal, alignment=alignment,
+      q_offset=q_offset,
       local_window_size=local_window_size, sparsity_pattern=sparsity_pattern,
       query_seq_lengths=query_seq_lengths,
       key_value_seq_lengths=key_value_seq_lengths, q_segment_ids=q_segment_ids,

@@ -8,8 +8,10 @@ chunked kernel per block, and :func:`block_layout` evaluates it in NumPy at trac
 list the blocks that have any live entry, so the chunked kernel never visits an empty
 block (a window-type pattern costs ``O(T * (w + block))``, not ``O(T * S)``).
 
-``rel = ki - qi - offset`` is the key's position relative to the query's diagonal (see
-``alignment`` in ``dot_product_attention``). Patterns AND with every other mask.
+``rel = ki - qi - offset`` is the key's position relative to the query's diagonal and
+``qi + offset`` the query's absolute position (see ``alignment`` and ``q_offset`` in
+``dot_product_attention``); ``offset`` may be a traced scalar when decoding. Patterns AND
+with every other mask.
 
 Pass one as ``sparsity_pattern=`` to ``dot_product_attention`` / ``chunked_attention`` /
 ``attention_weights``; the registered sparse kernels (``sparse.py``) are thin wrappers.
@@ -65,7 +67,8 @@ class Longformer:
   def allows(self, qi, ki, *, offset, q_len, kv_len, xp):
     del q_len, kv_len, xp
     rel = _rel(qi, ki, offset)
-    return (((rel >= -self.left) & (rel <= self.right)) | (qi < self.num_global)
+    # Global queries by absolute position (row + offset), so that decoding agrees.
+    return (((rel >= -self.left) & (rel <= self.right)) | (qi + offset < self.num_global)
             | (ki < self.num_global))
 
 
@@ -108,14 +111,17 @@ class BigBird:
                                   self.num_random_blocks)
 
   def allows(self, qi, ki, *, offset, q_len, kv_len, xp):
-    del offset
     b = self.block_size
-    qb, kb = qi // b, ki // b
+    # Query blocks by absolute position (row + offset), so that decoding agrees.
+    qb, kb = (qi + offset) // b, ki // b
     half = self.num_window_blocks // 2
     ok = (xp.abs(kb - qb) <= half) | (qb < self.num_global_blocks) | (
         kb < self.num_global_blocks)
     if self.num_random_blocks:
-      rand = xp.asarray(self.random_blocks(q_len, kv_len))
+      # Rows are drawn in order, so a longer table extends a shorter one: sizing it by
+      # max(q_len, kv_len) keeps q_len <= kv_len calls unchanged and gives a decoding
+      # query (q_len 1 at some offset) the row of its absolute block.
+      rand = xp.asarray(self.random_blocks(max(q_len, kv_len), kv_len))
       nqb, nkb = rand.shape
       ok = ok | rand[xp.clip(qb, 0, nqb - 1), xp.clip(kb, 0, nkb - 1)]
     return ok

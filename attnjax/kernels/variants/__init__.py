@@ -17,6 +17,7 @@ from attnjax.kernels.variants._base import attention_flops
 from attnjax.kernels.variants._base import dense_attention_flops
 from attnjax.kernels.variants._base import init_params
 from attnjax.kernels.variants._base import params_spec
+from attnjax.kernels.variants._base import supports_decode
 
 __all__ = ["ParamSpec", "attention_flops", "clustering", "dense_attention_flops", "init_params",
-           "linear", "lowrank", "params_spec", "recent", "scoring", "sparse"]
+           "linear", "lowrank", "params_spec", "recent", "scoring", "sparse", "supports_decode"]

@@ -183,6 +183,31 @@ def without_attention_dropout(kernel: Callable) -> Callable:
   return kernel
 
 
+def without_decode(kernel: Callable) -> Callable:
+  """Marks a kernel that cannot decode with a cache (``supports_decode = False``).
+
+  Such a kernel refuses ``q_offset`` (and a flax decode step) with a ``ValueError``
+  naming it; read the flag through ``attnjax.kernels.supports_decode``.
+  """
+  kernel.supports_decode = False
+  return kernel
+
+
+def supports_decode(kernel: Callable) -> bool:
+  """Whether ``kernel`` honours ``q_offset`` (cached decoding with a traced position).
+
+  True for the exact-softmax family (every mask, pattern and position bias follows the
+  offset); False for kernels whose output depends on the whole sequence at once.
+  """
+  return bool(getattr(kernel, "supports_decode", True))
+
+
+def refuse_decode(fn: str, why: str) -> ValueError:
+  """The error of a kernel with ``supports_decode = False`` given ``q_offset``."""
+  return ValueError(f"{fn}: cannot decode (supports_decode=False), so q_offset is not "
+                    f"supported: {why}")
+
+
 def refuse(fn: str, option: str, why: str) -> ValueError:
   """The error for an option a kernel cannot honour; the message starts with its name."""
   return ValueError(f"{fn}: option {option} is not supported: {why}")
@@ -219,8 +244,13 @@ class Supports:
 def prepare_approximate(fn: str, query: Any, key: Any, value: Any, bias: Any, mask: Any, *,
                         supports: Supports, scale: float | None, is_causal: bool,
                         dropout_rate: float, dropout_rng: Any, deterministic: bool, dtype: Any,
-                        precision: Any, module: Any) -> _common.Problem:
+                        precision: Any, module: Any, q_offset: Any = None,
+                        no_decode_why: str = "its output depends on the whole sequence"
+                        ) -> _common.Problem:
   """Validates a call to a kernel that has no ``[T, S]`` softmax, refusing what it cannot do.
+
+  These kernels cannot decode (``without_decode``): ``q_offset``, or a flax decode step,
+  raises ``refuse_decode(fn, no_decode_why)``.
 
   Returns:
     The canonical problem (``_common.prepare``); its ``mask``, when kept, is a key-padding
@@ -228,9 +258,13 @@ def prepare_approximate(fn: str, query: Any, key: Any, value: Any, bias: Any, ma
   """
   if module is not None:
     raise refuse(fn, "module", "this kernel has no attention-probability matrix to sow")
+  if q_offset is not None:
+    raise refuse_decode(fn, no_decode_why)
   p = _common.prepare(query, key, value, bias, mask, fn=fn, scale=scale, is_causal=is_causal,
                       dropout_rate=dropout_rate, dropout_rng=dropout_rng,
                       deterministic=deterministic, dtype=dtype, precision=precision)
+  if p.decoding:
+    raise refuse_decode(fn, no_decode_why)
   if p.bias is not None and not supports.bias:
     raise refuse(fn, "bias", "there are no per-(query, key) logits to add it to")
   if p.dropout_rate > 0 and not supports.dropout:

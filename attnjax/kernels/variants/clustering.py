@@ -62,6 +62,7 @@ def _reformer_flops(*, q_len: int, num_heads: int, head_dim: int, num_buckets: i
 
 
 @register_kernel("reformer")
+@_base.without_decode
 @_base.without_attention_dropout
 @_base.declare_flops(_reformer_flops)
 def reformer_attention(
@@ -84,6 +85,7 @@ def reformer_attention(
     dtype: Any = None,
     precision: Any = None,
     module: Any = None,
+    q_offset: Any = None,
 ) -> jax.Array:
   """Reformer LSH attention (Kitaev et al. 2020), with separate queries and keys.
 
@@ -114,7 +116,9 @@ def reformer_attention(
   p = _base.prepare_approximate(fn, query, key, value, bias, mask, supports=_SUPPORTS,
                                 scale=scale, is_causal=is_causal, dropout_rate=dropout_rate,
                                 dropout_rng=dropout_rng, deterministic=deterministic,
-                                dtype=dtype, precision=precision, module=module)
+                                dtype=dtype, precision=precision, module=module,
+                                q_offset=q_offset, no_decode_why=(
+                                    'its hash buckets sort and chunk the whole sequence together'))
   _same_length(fn, p)
   if num_buckets < 2 or num_buckets % 2:
     raise ValueError(f"{fn}: num_buckets must be an even int >= 2, got {num_buckets}")
@@ -207,6 +211,7 @@ def _sinkhorn_flops(*, q_len: int, num_heads: int, head_dim: int, block_size: in
 
 
 @register_kernel("sinkhorn")
+@_base.without_decode
 @_base.without_attention_dropout
 @_base.declare_params(_sinkhorn_spec)
 @_base.declare_flops(_sinkhorn_flops)
@@ -229,6 +234,7 @@ def sinkhorn_attention(
     dtype: Any = None,
     precision: Any = None,
     module: Any = None,
+    q_offset: Any = None,
     params: Mapping[str, jax.Array] | None = None,
 ) -> jax.Array:
   """Sparse Sinkhorn attention (Tay et al. 2020): local block + a learned sorted block.
@@ -259,7 +265,9 @@ def sinkhorn_attention(
   p = _base.prepare_approximate(fn, query, key, value, bias, mask, supports=_SUPPORTS,
                                 scale=scale, is_causal=is_causal, dropout_rate=dropout_rate,
                                 dropout_rng=dropout_rng, deterministic=deterministic,
-                                dtype=dtype, precision=precision, module=module)
+                                dtype=dtype, precision=precision, module=module,
+                                q_offset=q_offset, no_decode_why=(
+                                    'its learned block sorting mixes blocks of the whole sequence'))
   _same_length(fn, p)
   b, kh, g, t, d = p.query.shape
   bs = min(block_size, t)

@@ -25,6 +25,9 @@ from attnjax.kernels.registry import register_kernel
 from attnjax.kernels.variants import _base
 
 _SUPPORTS = _base.Supports(causal=True)
+# Causal kernelised attention is a recurrence and could decode; not implemented here.
+_NO_DECODE = ("its causal prefix-sum form assumes q_seq == kv_seq from position 0 (no "
+              "recurrent decoding form is implemented)")
 
 
 def feature_attention(phi_q: jax.Array, phi_k: jax.Array, value: jax.Array, *, causal: bool,
@@ -116,6 +119,7 @@ def _linear_flops(*, q_len: int, kv_len: int, num_heads: int, head_dim: int, is_
 
 
 @register_kernel("linear")
+@_base.without_decode
 @_base.without_attention_dropout
 @_base.declare_flops(_linear_flops)
 def linear_attention(
@@ -135,6 +139,7 @@ def linear_attention(
     dtype: Any = None,
     precision: Any = None,
     module: Any = None,
+    q_offset: Any = None,
 ) -> jax.Array:
   """Linear attention with ``phi(x) = elu(x) + 1`` (Katharopoulos et al. 2020).
 
@@ -165,7 +170,8 @@ def linear_attention(
   p = _base.prepare_approximate(fn, query, key, value, bias, mask, supports=_SUPPORTS,
                                 scale=scale, is_causal=is_causal, dropout_rate=dropout_rate,
                                 dropout_rng=dropout_rng, deterministic=deterministic,
-                                dtype=dtype, precision=precision, module=module)
+                                dtype=dtype, precision=precision, module=module,
+                                q_offset=q_offset, no_decode_why=_NO_DECODE)
   q = _base.compute(p, p.query) * p.scale
   phi_q = jax.nn.elu(q) + 1.0
   phi_k = _mask_features(p, jax.nn.elu(_base.compute(p, p.key)) + 1.0)
@@ -242,6 +248,7 @@ def _performer_flops(*, q_len: int, kv_len: int, num_heads: int, num_kv_heads: i
 
 
 @register_kernel("performer")
+@_base.without_decode
 @_base.without_attention_dropout
 @_base.declare_flops(_performer_flops)
 def performer_attention(
@@ -266,6 +273,7 @@ def performer_attention(
     dtype: Any = None,
     precision: Any = None,
     module: Any = None,
+    q_offset: Any = None,
 ) -> jax.Array:
   """Performer FAVOR+: unbiased random-feature estimate of softmax attention.
 
@@ -300,7 +308,8 @@ def performer_attention(
   p = _base.prepare_approximate(fn, query, key, value, bias, mask, supports=_SUPPORTS,
                                 scale=scale, is_causal=is_causal, dropout_rate=dropout_rate,
                                 dropout_rng=dropout_rng, deterministic=deterministic,
-                                dtype=dtype, precision=precision, module=module)
+                                dtype=dtype, precision=precision, module=module,
+                                q_offset=q_offset, no_decode_why=_NO_DECODE)
   d = p.query.shape[-1]
   rng = feature_rng if (redraw_features and feature_rng is not None) else jax.random.PRNGKey(
       int(feature_seed))

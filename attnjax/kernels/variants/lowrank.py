@@ -37,6 +37,7 @@ def _linformer_flops(*, q_len: int, kv_len: int, num_heads: int, num_kv_heads: i
 
 
 @register_kernel("linformer")
+@_base.without_decode
 @_base.declare_params(_linformer_spec)
 @_base.declare_flops(_linformer_flops)
 def linformer_attention(
@@ -56,6 +57,7 @@ def linformer_attention(
     dtype: Any = None,
     precision: Any = None,
     module: Any = None,
+    q_offset: Any = None,
     params: Mapping[str, jax.Array] | None = None,
 ) -> jax.Array:
   """Linformer: softmax attention over learned length projections (Wang et al. 2020).
@@ -85,7 +87,9 @@ def linformer_attention(
                                 supports=_base.Supports(dropout=True), scale=scale,
                                 is_causal=is_causal, dropout_rate=0.0, dropout_rng=None,
                                 deterministic=True, dtype=dtype, precision=precision,
-                                module=module)
+                                module=module,
+                                q_offset=q_offset, no_decode_why=(
+                                    'its learned projections mix every position of the sequence'))
   spec = _linformer_spec(num_kv_heads=p.kv_heads, kv_len=p.kv_len,
                          projected_length=projected_length)
   prm = _base.check_params(fn, params, spec)
@@ -158,6 +162,7 @@ def _nystromformer_flops(*, q_len: int, kv_len: int, num_heads: int, head_dim: i
 
 
 @register_kernel("nystromformer")
+@_base.without_decode
 @_base.without_attention_dropout
 @_base.declare_flops(_nystromformer_flops)
 def nystromformer_attention(
@@ -178,6 +183,7 @@ def nystromformer_attention(
     dtype: Any = None,
     precision: Any = None,
     module: Any = None,
+    q_offset: Any = None,
 ) -> jax.Array:
   """Nystromformer: Nystrom approximation of softmax attention (Xiong et al. 2021).
 
@@ -203,7 +209,9 @@ def nystromformer_attention(
   p = _base.prepare_approximate(fn, query, key, value, bias, mask, supports=_base.Supports(),
                                 scale=scale, is_causal=is_causal, dropout_rate=dropout_rate,
                                 dropout_rng=dropout_rng, deterministic=deterministic,
-                                dtype=dtype, precision=precision, module=module)
+                                dtype=dtype, precision=precision, module=module,
+                                q_offset=q_offset, no_decode_why=(
+                                    'its landmarks are segment means over the whole sequence'))
   if isinstance(num_landmarks, bool) or not isinstance(num_landmarks, int) or num_landmarks < 1:
     raise ValueError(f"{fn}: num_landmarks must be a positive int, got {num_landmarks!r}")
   t, s = p.q_len, p.kv_len
@@ -356,8 +364,16 @@ def synthesizer_random_attention(
   t, h = qs[-3], qs[-2]
   s = jnp.shape(key)[-3]
   prm = _base.check_params(fn, params, _random_synth_spec(num_heads=h, q_len=t, kv_len=s))
-  r = _base.length_slice(fn, _base.length_slice(fn, prm["logits"], 1, t, "q_seq"), 2, s,
-                         "kv_seq")
+  # R is indexed by absolute query position: a decoding query (q_offset, given or from a
+  # flax decode step) reads its own rows.
+  q_offset = opts.get("q_offset")
+  if q_offset is None:
+    q_offset = _common.flax_decode_offset(t, s)
+    if q_offset is not None:
+      opts["q_offset"] = q_offset
+  rows = (_base.length_slice(fn, prm["logits"], 1, t, "q_seq") if q_offset is None else
+          jax.lax.dynamic_slice_in_dim(prm["logits"], q_offset, t, axis=1))
+  r = _base.length_slice(fn, rows, 2, s, "kv_seq")
   logits = jnp.broadcast_to(r, tuple(qs[:-3]) + r.shape)
   out = scoring.attend_to_logits(
       fn, logits, scoring.as_float32(value), bias, mask, is_causal=is_causal,
