@@ -17,6 +17,7 @@ Any registered architecture (``HF_ARCHITECTURES``, keyed by config.json's ``mode
 from attnjax.pretrained.checkpoint import load_hf_encoder, read_safetensors, save_hf_encoder
 from attnjax.pretrained.hf_models import (HF_ARCHITECTURES, HFArchitecture, load_hf_model,
                                           register_hf_architecture, save_hf_model)
+from attnjax.pretrained import hf_decoders  # registers gpt2 and bart  # noqa: F401
 from attnjax.pretrained.hf_config import (SUPPORTED_MODEL_TYPES, encoder_config_from_hf,
                                           hf_config_from_encoder)
 from attnjax.pretrained.minilm import MINILM_PACKAGE, minilm_path
