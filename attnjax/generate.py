@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import pathlib
 import sys
 from typing import Any, NamedTuple, Sequence
@@ -386,3 +385,164 @@ def _filter_logits(logits: jax.Array, temperature: float, top_k: int,
     threshold = jnp.min(jnp.where(keep, ordered, jnp.inf), axis=-1, keepdims=True)
     logits = jnp.where(logits < threshold, -jnp.inf, logits)
   return logits
+
+
+# ----------------------------------------------------------------------------------------
+# Command line.
+
+
+class LoadedGenerator(NamedTuple):
+  """A model ready to generate text: what :func:`load_generator` returns."""
+
+  model: nn.Module
+  params: Any
+  tokenizer: Any  # tokenizers.Tokenizer
+  bos_id: int | None  # prepended to every prompt (decoder-only) when the data has one
+  eos_id: int | None
+
+
+def _optional_id(value: Any) -> int | None:
+  if isinstance(value, (list, tuple)):
+    value = value[0] if value else None
+  return None if value is None or int(value) < 0 else int(value)
+
+
+def _read_tokenizer(file: pathlib.Path, what: str):
+  from tokenizers import Tokenizer  # pylint: disable=import-outside-toplevel
+  if not file.is_file():
+    raise FileNotFoundError(f"{file} not found: {what} needs its tokenizer.json to turn "
+                            "text into token ids")
+  try:
+    return Tokenizer.from_file(str(file))
+  except Exception as e:  # tokenizers raises a bare Exception on unreadable files
+    raise ValueError(f"{file}: not a readable tokenizer.json ({e})") from e
+
+
+def load_generator(checkpoint: str) -> LoadedGenerator:
+  """Loads an attnjax workdir or a Hugging Face model directory for generation.
+
+  A workdir (``config.json`` + ``checkpoints/``) rebuilds its model through its task
+  (``config.json``'s resolved config), restores the latest checkpoint's params and reads
+  ``<workdir>/tokenizer.json``; BOS/EOS come from the dataset. A Hugging Face directory
+  loads through :func:`attnjax.pretrained.load_hf_model` with its ``tokenizer.json``;
+  BOS/EOS from its ``config.json`` (BOS is not prepended: GPT-2 prompts start as given).
+
+  Raises:
+    FileNotFoundError / ValueError: one line naming the missing or bad file.
+  """
+  path = pathlib.Path(checkpoint).expanduser()
+  if not path.is_dir():
+    raise FileNotFoundError(f"--checkpoint {checkpoint!r} is not a directory")
+  config_file = path / "config.json"
+  if not config_file.is_file():
+    raise FileNotFoundError(f"--checkpoint {checkpoint!r} has no config.json: expected an "
+                            "attnjax workdir or a Hugging Face model directory")
+  if (path / "checkpoints").is_dir():
+    import ml_collections  # pylint: disable=import-outside-toplevel
+    from attnjax import data as data_lib  # pylint: disable=import-outside-toplevel
+    from attnjax.train import tasks  # pylint: disable=import-outside-toplevel
+    from attnjax.train.finetune import read_workdir_params  # pylint: disable=import-outside-toplevel
+    try:
+      config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
+    except ValueError as e:
+      raise ValueError(f"{config_file}: not valid JSON: {e}") from e
+    info = data_lib.get_dataset_info(config.data)
+    model = tasks.build_task(config, info).model
+    if not _is_decoder(model):
+      raise ValueError(f"{path} holds a {type(model).__name__} "
+                       f"({tasks.task_config(config).get('name', 'classification')} task), "
+                       "which cannot generate: give a causal_lm or seq2seq workdir")
+    params = read_workdir_params(str(path))
+    return LoadedGenerator(model, params, _read_tokenizer(path / "tokenizer.json", str(path)),
+                           _optional_id(info.bos_id), _optional_id(info.eos_id))
+  from attnjax.pretrained import load_hf_model  # pylint: disable=import-outside-toplevel
+  model, params = load_hf_model(path)
+  if not _is_decoder(model):
+    raise ValueError(f"{path} holds a {type(model).__name__}, which cannot generate: give a "
+                     "decoder (GPT-2) or encoder-decoder (BART) checkpoint")
+  hf = json.loads(config_file.read_text())
+  return LoadedGenerator(model, params, _read_tokenizer(path / "tokenizer.json", str(path)),
+                         None, _optional_id(hf.get("eos_token_id")))
+
+
+def generate_text(loaded: LoadedGenerator, texts: Sequence[str], **options: Any) -> list[str]:
+  """Generates a continuation (decoder-only) or an output (encoder-decoder) per text.
+
+  ``options`` are :func:`generate`'s (``max_new_tokens``, ``method``, ...); ``eos_id``
+  defaults to the checkpoint's.
+  """
+  tok = loaded.tokenizer
+  encoder_decoder = callable(getattr(loaded.model, "encode", None))
+  rows = []
+  for text in texts:
+    ids = tok.encode(text, add_special_tokens=False).ids
+    if encoder_decoder and loaded.eos_id is not None:
+      ids = ids + [loaded.eos_id]  # sources end in EOS, as the data's
+    elif not encoder_decoder and loaded.bos_id is not None:
+      ids = [loaded.bos_id] + ids
+    rows.append(ids)
+  options.setdefault("eos_id", loaded.eos_id)
+  out = generate(loaded.model, loaded.params, rows, **options)
+  texts_out = []
+  for tokens, length in zip(out.tokens, out.lengths):
+    ids = [int(t) for t in tokens[:length] if int(t) != options["eos_id"]]
+    texts_out.append(tok.decode(ids, skip_special_tokens=True))
+  return texts_out
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="python -m attnjax.generate",
+      description="Generate text from an attnjax workdir or a Hugging Face model directory.")
+  parser.add_argument("--checkpoint", required=True,
+                      help="an attnjax workdir (config.json + checkpoints/ + tokenizer.json) "
+                           "or a Hugging Face directory (config.json + model.safetensors + "
+                           "tokenizer.json)")
+  parser.add_argument("--prompt", action="append", default=[],
+                      help="a prompt (decoder-only) or source text (encoder-decoder); "
+                           "repeatable")
+  parser.add_argument("--input_file", help="one prompt per line")
+  parser.add_argument("--max_new_tokens", type=int, default=64)
+  parser.add_argument("--method", choices=METHODS, default="greedy")
+  parser.add_argument("--num_beams", type=int, default=4)
+  parser.add_argument("--length_penalty", type=float, default=1.0)
+  parser.add_argument("--temperature", type=float, default=1.0)
+  parser.add_argument("--top_k", type=int, default=0)
+  parser.add_argument("--top_p", type=float, default=1.0)
+  parser.add_argument("--seed", type=int, default=0, help="PRNG seed of --method sample")
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Prints one generated text per prompt (prompt + continuation for decoder-only models).
+
+  Returns the exit status: 0, or 2 with a one-line ``error: ...`` on bad input.
+  """
+  args = build_parser().parse_args(argv)
+  try:
+    texts = list(args.prompt)
+    if args.input_file:
+      try:
+        texts += [line.rstrip("\n") for line in open(args.input_file, encoding="utf-8")
+                  if line.strip()]
+      except OSError as e:
+        raise FileNotFoundError(f"--input_file {args.input_file!r}: {e.strerror}") from e
+    if not texts:
+      raise ValueError("give --prompt \"...\" or --input_file")
+    loaded = load_generator(args.checkpoint)
+    outputs = generate_text(loaded, texts, max_new_tokens=args.max_new_tokens,
+                            method=args.method, num_beams=args.num_beams,
+                            length_penalty=args.length_penalty,
+                            temperature=args.temperature, top_k=args.top_k,
+                            top_p=args.top_p, rng=jax.random.PRNGKey(args.seed))
+  except (ValueError, FileNotFoundError) as e:
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)  # one line
+    return 2
+  decoder_only = not callable(getattr(loaded.model, "encode", None))
+  for text, out in zip(texts, outputs):
+    print(text + out if decoder_only else out)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
