@@ -81,6 +81,10 @@ class MultiHeadAttention(nn.Module):
     rotary_base: RoPE wavelength base.
     is_causal: each query attends to keys at its own position and before (decoders).
     use_bias: biases in the query/key/value/output projections.
+    relative_buckets: learn T5's relative position bias, a ``relative_bias``
+      ``[relative_buckets, num_heads]`` table the kernel reads as ``relative_bias_table``
+      (bidirectional buckets unless ``is_causal``); 0 for none (self-attention only).
+    relative_max_distance: T5 bucketing's largest distinguished distance.
   """
 
   num_heads: int
@@ -94,6 +98,8 @@ class MultiHeadAttention(nn.Module):
   rotary_base: float = 10000.0
   is_causal: bool = False
   use_bias: bool = True
+  relative_buckets: int = 0
+  relative_max_distance: int = 128
 
   @nn.compact
   def __call__(
@@ -153,6 +159,18 @@ class MultiHeadAttention(nn.Module):
     call: dict[str, Any] = {}
     if self.is_causal:
       call["is_causal"] = True
+    if self.relative_buckets:
+      if not self_attention:
+        raise ValueError("MultiHeadAttention: relative_buckets (T5 bias) applies to "
+                         "self-attention only")
+      if "relative_bias_table" in options:
+        raise ValueError("MultiHeadAttention: relative_bias_table given in kernel_options "
+                         "and learned through relative_buckets; choose one")
+      call["relative_bias_table"] = self.param(
+          "relative_bias", nn.initializers.normal(0.02),
+          (self.relative_buckets, self.num_heads), jnp.float32)
+      call["relative_max_distance"] = self.relative_max_distance
+      call["relative_bidirectional"] = not self.is_causal
     caching = decode and self.has_variable("cache", "cached_key")
     if decode:
       if not self_attention:

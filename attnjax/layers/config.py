@@ -40,6 +40,11 @@ class EncoderConfig:
     use_bias: biases in the attention and feed-forward projections and the LayerNorms
       (False for bias-free models such as ModernBERT and T5).
     rotary_base: RoPE wavelength base (with ``position='rotary'``).
+    relative_buckets: T5's bucketed relative position bias: each self-attention layer
+      learns a ``[relative_buckets, num_heads]`` table passed to the kernel as
+      ``relative_bias_table`` (bidirectional buckets in bidirectional layers, one-sided in
+      causal ones); 0 for none.
+    relative_max_distance: T5 bucketing's largest distinguished distance.
     pad_id: token id of padding; the padding mask is ``input_ids != pad_id`` unless an
       explicit ``attention_mask`` is given.
     dtype: computation dtype (parameters stay float32).
@@ -71,6 +76,8 @@ class EncoderConfig:
   exact_gelu: bool = False
   use_bias: bool = True
   rotary_base: float = 10000.0
+  relative_buckets: int = 0
+  relative_max_distance: int = 128
   pad_id: int = 0
   dtype: Any = jnp.float32
   remat: bool = False
@@ -92,6 +99,9 @@ class EncoderConfig:
           f"EncoderConfig.num_kv_heads={kv} must be positive and divide num_heads={self.num_heads}")
     if self.position not in POSITIONS:
       raise ValueError(f"EncoderConfig.position={self.position!r}; expected one of {POSITIONS}")
+    if self.relative_buckets < 0 or self.relative_buckets == 1 or self.relative_buckets % 2:
+      raise ValueError(f"EncoderConfig.relative_buckets={self.relative_buckets}; expected 0 "
+                       "(none) or an even number >= 2")
     for name in ("dropout_rate", "attention_dropout_rate"):
       if not 0.0 <= getattr(self, name) < 1.0:
         raise ValueError(f"EncoderConfig.{name} must be in [0, 1), got {getattr(self, name)}")

@@ -47,6 +47,7 @@ class Embeddings(nn.Module):
       token_type_ids: jax.Array | None = None,
       *,
       positions: jax.Array | None = None,
+      word_embeddings: jax.Array | None = None,
       deterministic: bool = True,
   ) -> jax.Array:
     """Embeds ``input_ids`` [batch, seq] into ``[batch, seq, hidden]``.
@@ -54,6 +55,10 @@ class Embeddings(nn.Module):
     ``positions`` (int ``[batch, seq]``, default ``arange(seq)``) index the absolute
     position table: packed rows restart them per segment, cached decoding continues them
     from the cache index, left-padded prompts start each row's first real token at 0.
+
+    ``word_embeddings`` (``[vocab, hidden]``) is a token table owned elsewhere (an
+    encoder-decoder's embeddings shared by both stacks); this module then creates no
+    ``word_embeddings`` parameter of its own.
     """
     cfg = self.config
     seq = input_ids.shape[-1]
@@ -61,8 +66,14 @@ class Embeddings(nn.Module):
       raise ValueError(f"input_ids has length {seq} > max_length={cfg.max_length} "
                        f"(shape {input_ids.shape})")
     init = nn.initializers.normal(stddev=0.02)
-    x = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=init,
-                 name="word_embeddings")(input_ids)
+    if word_embeddings is None:
+      x = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=init,
+                   name="word_embeddings")(input_ids)
+    else:
+      if word_embeddings.shape != (cfg.vocab_size, cfg.hidden_size):
+        raise ValueError(f"word_embeddings has shape {word_embeddings.shape}; expected "
+                         f"[vocab_size, hidden_size] = {(cfg.vocab_size, cfg.hidden_size)}")
+      x = jnp.take(word_embeddings, input_ids, axis=0)
     if cfg.position == "learned":
       table = self.param("position_embeddings", init, (cfg.max_length, cfg.hidden_size))
       x = x + (table[None, :seq] if positions is None else jnp.take(table, positions, axis=0))

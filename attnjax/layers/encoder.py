@@ -56,12 +56,14 @@ class TransformerBlock(nn.Module):
     """
     cfg = self.config
 
-    def attention(name, causal, rotary):
+    def attention(name, causal, rotary, relative_buckets=0):
       return MultiHeadAttention(
           num_heads=cfg.num_heads, head_dim=cfg.head_dim, num_kv_heads=cfg.num_kv_heads,
           kernel=cfg.kernel, kernel_options=cfg.kernel_options,
           dropout_rate=cfg.attention_dropout_rate, dtype=cfg.dtype, rotary=rotary,
-          rotary_base=cfg.rotary_base, is_causal=causal, use_bias=cfg.use_bias, name=name)
+          rotary_base=cfg.rotary_base, is_causal=causal, use_bias=cfg.use_bias,
+          relative_buckets=relative_buckets,
+          relative_max_distance=cfg.relative_max_distance, name=name)
 
     def norm(name):
       return nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.dtype,
@@ -74,7 +76,8 @@ class TransformerBlock(nn.Module):
         return x + drop(fn(norm(norm_name)(x)), deterministic=deterministic)
       return norm(norm_name)(x + drop(fn(x), deterministic=deterministic))
 
-    self_attention = attention("attention", self.causal, cfg.position == "rotary")
+    self_attention = attention("attention", self.causal, cfg.position == "rotary",
+                               cfg.relative_buckets)
     x = sublayer(x, lambda h: self_attention(h, mask=mask, positions=positions,
                                              segment_ids=segment_ids,
                                              deterministic=deterministic, decode=decode),
@@ -175,6 +178,7 @@ class Encoder(nn.Module):
       token_type_ids: jax.Array | None = None,
       positions: jax.Array | None = None,
       segment_ids: jax.Array | None = None,
+      word_embeddings: jax.Array | None = None,
       deterministic: bool = True,
   ) -> tuple[jax.Array, jax.Array]:
     """Encodes token ids.
@@ -186,6 +190,8 @@ class Encoder(nn.Module):
       token_type_ids: int ``[batch, seq]`` segment ids (needs ``type_vocab_size > 0``).
       positions: int ``[batch, seq]`` token positions (packed rows restart them per
         sequence); default ``arange(seq)``.
+      word_embeddings: ``[vocab, D]`` token table owned by a parent (shared with a
+        decoder); the encoder then has no ``word_embeddings`` parameter of its own.
       segment_ids: int ``[batch, seq]`` packed-sequence ids, 0 for padding: attention
         stays within a sequence (without a CLS vector only).
       deterministic: disables dropout when True.
@@ -204,6 +210,7 @@ class Encoder(nn.Module):
                          f"input_ids shape {input_ids.shape}")
       padding = attention_mask.astype(bool)
     x = Embeddings(cfg, name="embeddings")(input_ids, token_type_ids, positions=positions,
+                                           word_embeddings=word_embeddings,
                                            deterministic=deterministic)
     if segment_ids is not None and cfg.add_cls_token:
       raise ValueError("segment_ids (packed sequences) need add_cls_token=False: one CLS "

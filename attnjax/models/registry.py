@@ -61,7 +61,10 @@ def _key_name(key: Any) -> str:
   return str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
 
 
-def _group(parts: list[str], stacks: Mapping[str, int], num_layers: int) -> ParamGroup:
+def _group(parts: list[str], stacks: Mapping[str, int], num_layers: int,
+           embeddings: tuple[str, ...]) -> ParamGroup:
+  if parts and parts[0] in embeddings:
+    return ParamGroup("embeddings", num_layers=num_layers)
   if not parts or parts[0] not in stacks:
     return ParamGroup("head", num_layers=num_layers)
   offset, rest = stacks[parts[0]], parts[1:]
@@ -83,7 +86,8 @@ def _group(parts: list[str], stacks: Mapping[str, int], num_layers: int) -> Para
   return ParamGroup(kind, layer, num_layers, projection, stacked)
 
 
-def groups_by_stack(params: Any, *, stacks: Mapping[str, int], num_layers: int) -> Any:
+def groups_by_stack(params: Any, *, stacks: Mapping[str, int], num_layers: int,
+                    embeddings: tuple[str, ...] = ()) -> Any:
   """ParamGroups of a model built from the shared stacks (``attnjax.layers.apply_blocks``).
 
   A model knows its own layout and calls this with its stacks: the top-level scope of each
@@ -97,12 +101,15 @@ def groups_by_stack(params: Any, *, stacks: Mapping[str, int], num_layers: int) 
     params: the model's parameter pytree (arrays or shapes).
     stacks: top-level scope name -> index of its first block.
     num_layers: blocks in the whole model.
+    embeddings: top-level scopes outside the stacks that are embeddings (e.g. a token
+      table shared by an encoder and a decoder).
 
   Returns:
     A pytree like ``params`` with a :class:`ParamGroup` per leaf.
   """
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: _group([_key_name(k) for k in path], stacks, num_layers), params)
+      lambda path, _: _group([_key_name(k) for k in path], stacks, num_layers, embeddings),
+      params)
 
 
 def batch_arrays(inputs: Mapping[str, Any] | jax.Array, **named: Any) -> dict[str, Any]:

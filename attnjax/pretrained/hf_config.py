@@ -136,6 +136,8 @@ def hf_config_from_encoder(config: EncoderConfig, *,
     refuse("num_kv_heads", "BERT has no grouped-query attention")
   if config.type_vocab_size < 1:
     refuse("type_vocab_size", "BERT needs at least one token type")
+  if config.relative_buckets:
+    refuse("relative_buckets", "BERT has no relative position bias")
   semantic = sorted(set(config.kernel_options) - _NUMERICS_ONLY_OPTIONS)
   if semantic:
     raise ValueError(f"EncoderConfig.kernel_options {semantic} change what attention "

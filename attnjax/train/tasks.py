@@ -552,9 +552,9 @@ def seq2seq_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task:
   _require_features(info, "seq2seq", ("inputs", "targets"))
   target_length = info.features["targets"].shape[-1]
   model = build_model(_model_name(config, "encoder_decoder"), config.model,
-                      vocab_size=info.vocab_size,
-                      max_length=max(info.max_length, target_length), pad_id=info.pad_id,
-                      bos_id=info.bos_id, eos_id=info.eos_id)
+                      vocab_size=info.vocab_size, max_length=info.max_length,
+                      pad_id=info.pad_id, target_length=target_length,
+                      decoder_start_id=info.bos_id if info.bos_id >= 0 else None)
   smoothing = float(config.train.get("label_smoothing", 0.0))
 
   def loss_fn(apply_fn, params, batch, rng):
@@ -578,9 +578,10 @@ def seq2seq_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task:
   d, s, t = enc.hidden_size, info.max_length, target_length
   # Encoder and decoder stacks, the decoder's cross-attention (query/output projections
   # over the target, key/value over the source, scores and weighted sum), and the head.
-  cross = 3.0 * enc.num_layers * (2 * 2 * t * d * d + 2 * 2 * s * d * d + 2 * 2 * t * s * d)
+  cross = 3.0 * model.decoder_config.num_layers * (2 * 2 * t * d * d + 2 * 2 * s * d * d
+                                                  + 2 * 2 * t * s * d)
   flops = (train_flops_per_step(enc, 0, s, batch) / batch + cross
-           + _decoder_flops(enc, t, info.vocab_size, batch))
+           + _decoder_flops(model.decoder_config, t, info.vocab_size, batch))
   return Task(
       name="seq2seq", model=model, encoder=enc, loss_fn=loss_fn, eval_fn=eval_fn,
       finalize=sequence_metrics, init_batch=_init_batch(info), flops_per_example=flops,
