@@ -164,7 +164,7 @@ def _edit_config(path, **changes):
 
 
 @pytest.mark.parametrize("field, value", [
-    ("model_type", "roberta"),
+    ("model_type", "albert"),
     ("model_type", "gpt2"),
     ("position_embedding_type", "relative_key"),
     ("hidden_act", "mish"),
