@@ -1,4 +1,5 @@
-"""Hugging Face BERT-family checkpoints: import, export, tokenizers, MiniLM offline.
+"""Hugging Face encoder checkpoints (BERT, RoBERTa, DistilBERT, ModernBERT): import, export,
+tokenizers, MiniLM offline.
 
 Reads and writes ``config.json`` + ``model.safetensors`` without PyTorch::
 
@@ -10,6 +11,8 @@ Reads and writes ``config.json`` + ``model.safetensors`` without PyTorch::
 """
 
 from attnjax.pretrained.checkpoint import load_hf_encoder, read_safetensors, save_hf_encoder
+# Each registers its EncoderFormat (formats.ENCODER_FORMATS) on import.
+from attnjax.pretrained import distilbert, modernbert, roberta  # noqa: F401  isort: skip
 from attnjax.pretrained.hf_config import (SUPPORTED_MODEL_TYPES, encoder_config_from_hf,
                                           hf_config_from_encoder)
 from attnjax.pretrained.minilm import MINILM_PACKAGE, minilm_path
