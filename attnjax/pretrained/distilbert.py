@@ -102,10 +102,7 @@ def _describe(config: EncoderConfig) -> str:
 
 def _check_mlm_head(hf: Mapping[str, Any], config: EncoderConfig, source: str) -> None:
   del config
-  # attnjax's head projects with the word embedding table (vocab_projector.weight tied).
-  if not hf.get("tie_word_embeddings", True):
-    hf_config.refuse_field(source, "tie_word_embeddings", False,
-                           "attnjax's masked-LM head is tied to the word embeddings")
+  hf_config.refuse_untied_head(hf, source)
 
 
 DISTILBERT = formats.register_format(formats.EncoderFormat(

@@ -100,6 +100,13 @@ def refuse_field(source: str, field: str, value: Any, why: str):
   raise ValueError(f"{source}: {field}={value!r} cannot be represented: {why}")
 
 
+def refuse_untied_head(hf: Mapping[str, Any], source: str) -> None:
+  """attnjax's masked-LM head projects with the word embedding table: refuse untied ones."""
+  if not hf.get("tie_word_embeddings", True):
+    refuse_field(source, "tie_word_embeddings", False,
+                 "attnjax's masked-LM head is tied to the word embeddings")
+
+
 def check_exportable(config: EncoderConfig, name: str, **expected: Any) -> None:
   """Refuses an EncoderConfig ``name`` cannot express: fields that must have given values,
   grouped-query attention and kernel options that change what attention computes."""

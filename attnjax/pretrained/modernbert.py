@@ -222,9 +222,7 @@ def _check_mlm_head(hf: Mapping[str, Any], config: EncoderConfig, source: str) -
   if cfg["classifier_bias"] != config.use_bias:
     hf_config.refuse_field(source, "classifier_bias", cfg["classifier_bias"],
                            f"attnjax's head follows norm_bias={config.use_bias}")
-  if not cfg["tie_word_embeddings"]:
-    hf_config.refuse_field(source, "tie_word_embeddings", False,
-                           "attnjax's masked-LM head is tied to the token embeddings")
+  hf_config.refuse_untied_head(hf, source)
 
 
 MODERNBERT = formats.register_format(formats.EncoderFormat(

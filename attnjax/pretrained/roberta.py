@@ -89,9 +89,7 @@ def _check_mlm_head(hf: Mapping[str, Any], config: EncoderConfig, source: str) -
     hf_config.refuse_field(source, "hidden_act", hf.get("hidden_act"),
                            "RoBERTa's masked-LM head always applies gelu, attnjax's head the "
                            "encoder's activation; load without with_mlm_head")
-  if not hf.get("tie_word_embeddings", True):
-    hf_config.refuse_field(source, "tie_word_embeddings", False,
-                           "attnjax's masked-LM head is tied to the word embeddings")
+  hf_config.refuse_untied_head(hf, source)
 
 
 def _fuse(tensors: dict[str, np.ndarray], config: EncoderConfig) -> dict[str, np.ndarray]:
