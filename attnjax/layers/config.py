@@ -39,12 +39,25 @@ class EncoderConfig:
     exact_gelu: use the erf GELU (as BERT) rather than the tanh approximation.
     use_bias: biases in the attention and feed-forward projections and the LayerNorms
       (False for bias-free models such as ModernBERT and T5).
-    rotary_base: RoPE wavelength base (with ``position='rotary'``).
     relative_buckets: T5's bucketed relative position bias: each self-attention layer
       learns a ``[relative_buckets, num_heads]`` table passed to the kernel as
       ``relative_bias_table`` (bidirectional buckets in bidirectional layers, one-sided in
       causal ones); 0 for none.
     relative_max_distance: T5 bucketing's largest distinguished distance.
+    rotary_base: RoPE wavelength base (with ``position='rotary'``); of the global layers
+      when ``local_window`` sets a schedule.
+    local_rotary_base: RoPE base of the local layers (ModernBERT: 10,000 local, 160,000
+      global); ``None`` means ``rotary_base``.
+    global_every: with ``local_window``, layer ``i`` attends globally when
+      ``i % global_every == 0`` and locally otherwise (ModernBERT: 3); 0 makes every layer
+      local.
+    local_window: attention span of the local layers, ModernBERT's ``local_attention``:
+      query ``i`` sees keys ``j`` with ``|i - j| <= local_window // 2``. 0 (default): no
+      schedule, every layer attends globally.
+    gated_mlp: the feed-forward block is a gated linear unit, ``act(x W_a) * (x W_g)``
+      (GeGLU with ``gelu``, SwiGLU with ``silu``); see :class:`FeedForward`.
+    skip_first_attention_norm: the first block applies attention to its input without a
+      LayerNorm (pre-LN only; ModernBERT, whose embedding LayerNorm comes right before).
     pad_id: token id of padding; the padding mask is ``input_ids != pad_id`` unless an
       explicit ``attention_mask`` is given.
     dtype: computation dtype (parameters stay float32).
@@ -78,6 +91,11 @@ class EncoderConfig:
   rotary_base: float = 10000.0
   relative_buckets: int = 0
   relative_max_distance: int = 128
+  local_rotary_base: float | None = None
+  global_every: int = 0
+  local_window: int = 0
+  gated_mlp: bool = False
+  skip_first_attention_norm: bool = False
   pad_id: int = 0
   dtype: Any = jnp.float32
   remat: bool = False
@@ -105,12 +123,48 @@ class EncoderConfig:
     for name in ("dropout_rate", "attention_dropout_rate"):
       if not 0.0 <= getattr(self, name) < 1.0:
         raise ValueError(f"EncoderConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+    for name in ("global_every", "local_window"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or value < 0:
+        raise ValueError(f"EncoderConfig.{name} must be an int >= 0, got {value!r}")
+    if self.global_every and not self.local_window:
+      raise ValueError(f"EncoderConfig.global_every={self.global_every} needs local_window > 0 "
+                       "(the span of the other, local layers)")
+    if self.local_window and "local_window_size" in self.kernel_options:
+      raise ValueError("EncoderConfig.local_window and kernel_options['local_window_size'] "
+                       "both set a window; use one")
+    if self.skip_first_attention_norm and not self.pre_layer_norm:
+      raise ValueError("EncoderConfig.skip_first_attention_norm needs pre_layer_norm=True")
+    if self.scan_layers and (self.local_window or self.skip_first_attention_norm):
+      # nn.scan runs one block definition for every layer; these make layers differ.
+      field = "local_window" if self.local_window else "skip_first_attention_norm"
+      raise ValueError(f"EncoderConfig.scan_layers=True cannot run blocks that differ per "
+                       f"layer ({field} is set); use scan_layers=False")
     # Freeze the options so the config stays hashable (flax module fields must be).
     object.__setattr__(self, "kernel_options", _FrozenOptions(self.kernel_options))
 
   @property
   def head_dim(self) -> int:
     return self.hidden_size // self.num_heads
+
+  def is_local_layer(self, index: int) -> bool:
+    """Whether block ``index`` (0-based) attends within ``local_window`` (the schedule)."""
+    if not self.local_window:
+      return False
+    return not (self.global_every and index % self.global_every == 0)
+
+  def layer_rotary_base(self, index: int) -> float:
+    """RoPE base of block ``index``: ``local_rotary_base`` in local layers if set."""
+    if self.is_local_layer(index) and self.local_rotary_base is not None:
+      return self.local_rotary_base
+    return self.rotary_base
+
+  def layer_kernel_options(self, index: int) -> Mapping[str, Any]:
+    """Kernel options of block ``index``'s self-attention: local layers add the window."""
+    if not self.is_local_layer(index):
+      return self.kernel_options
+    half = self.local_window // 2
+    return _FrozenOptions({**self.kernel_options, "local_window_size": (half, half)})
 
   @property
   def sequence_length(self) -> int:

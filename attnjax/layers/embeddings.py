@@ -89,6 +89,7 @@ class Embeddings(nn.Module):
     elif token_type_ids is not None:
       raise ValueError("token_type_ids given but EncoderConfig.type_vocab_size is 0")
     if cfg.embedding_layer_norm:
-      x = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, name="layer_norm")(x)
+      x = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, use_bias=cfg.use_bias,
+                       name="layer_norm")(x)
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     return x.astype(cfg.dtype)

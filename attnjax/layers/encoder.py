@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from attnjax import kernels
 from attnjax.layers.attention import MultiHeadAttention
 from attnjax.layers.config import EncoderConfig
 from attnjax.layers.embeddings import Embeddings
@@ -24,15 +27,21 @@ class TransformerBlock(nn.Module):
   Parameter names: ``attention``, ``attention_norm``, (``cross_attention``,
   ``cross_attention_norm``), ``mlp``, ``mlp_norm``.
 
+  The block's place in the stack selects its self-attention from the config's schedule
+  (:meth:`EncoderConfig.is_local_layer`: window and RoPE base of local or global layers)
+  and, with ``config.skip_first_attention_norm``, drops block 0's ``attention_norm``.
+
   Attributes:
     config: the stack's hyper-parameters.
     causal: self-attention sees only the current and earlier positions (decoders).
     cross_attention: add an attention sub-layer over ``encoded`` (encoder-decoder).
+    layer_index: position of the block in its stack (0 = next to the embeddings).
   """
 
   config: EncoderConfig
   causal: bool = False
   cross_attention: bool = False
+  layer_index: int = 0
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None,
@@ -56,13 +65,14 @@ class TransformerBlock(nn.Module):
     """
     cfg = self.config
 
-    def attention(name, causal, rotary, relative_buckets=0):
+    def attention(name, causal, rotary, relative_buckets=0,
+                  kernel_options=cfg.kernel_options):
       return MultiHeadAttention(
           num_heads=cfg.num_heads, head_dim=cfg.head_dim, num_kv_heads=cfg.num_kv_heads,
-          kernel=cfg.kernel, kernel_options=cfg.kernel_options,
+          kernel=cfg.kernel, kernel_options=kernel_options,
           dropout_rate=cfg.attention_dropout_rate, dtype=cfg.dtype, rotary=rotary,
-          rotary_base=cfg.rotary_base, is_causal=causal, use_bias=cfg.use_bias,
-          relative_buckets=relative_buckets,
+          rotary_base=cfg.layer_rotary_base(self.layer_index), is_causal=causal,
+          use_bias=cfg.use_bias, relative_buckets=relative_buckets,
           relative_max_distance=cfg.relative_max_distance, name=name)
 
     def norm(name):
@@ -72,16 +82,22 @@ class TransformerBlock(nn.Module):
     drop = nn.Dropout(cfg.dropout_rate)
 
     def sublayer(x, fn, norm_name):
+      if norm_name is None:  # pre-LN without a norm (skip_first_attention_norm)
+        return x + drop(fn(x), deterministic=deterministic)
       if cfg.pre_layer_norm:
         return x + drop(fn(norm(norm_name)(x)), deterministic=deterministic)
       return norm(norm_name)(x + drop(fn(x), deterministic=deterministic))
 
+    if cfg.is_local_layer(self.layer_index):
+      _check_takes_window(cfg.kernel)
     self_attention = attention("attention", self.causal, cfg.position == "rotary",
-                               cfg.relative_buckets)
+                               cfg.relative_buckets,
+                               cfg.layer_kernel_options(self.layer_index))
+    skip_norm = cfg.skip_first_attention_norm and self.layer_index == 0
     x = sublayer(x, lambda h: self_attention(h, mask=mask, positions=positions,
                                              segment_ids=segment_ids,
                                              deterministic=deterministic, decode=decode),
-                 "attention_norm")
+                 None if skip_norm else "attention_norm")
     if self.cross_attention:
       if encoded is None:
         raise ValueError("TransformerBlock(cross_attention=True) needs encoded [batch, "
@@ -93,8 +109,17 @@ class TransformerBlock(nn.Module):
       raise ValueError("encoded given to a TransformerBlock without cross_attention")
     ffn = FeedForward(cfg.mlp_dim, activation=cfg.activation, exact_gelu=cfg.exact_gelu,
                       dropout_rate=cfg.dropout_rate, dtype=cfg.dtype, use_bias=cfg.use_bias,
-                      name="mlp")
+                      gated=cfg.gated_mlp, name="mlp")
     return sublayer(x, lambda h: ffn(h, deterministic=deterministic), "mlp_norm")
+
+
+def _check_takes_window(kernel: str) -> None:
+  """A kernel without a ``local_window_size`` option cannot run a local layer: say so."""
+  params = inspect.signature(kernels.get_kernel(kernel)).parameters
+  if "local_window_size" not in params and not any(
+      p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    raise ValueError(f"EncoderConfig.local_window needs a kernel with a local_window_size "
+                     f"option; kernel {kernel!r} has none (use 'dot_product' or 'chunked')")
 
 
 #: The encoder's block is the one TransformerBlock (bidirectional, no cross-attention).
@@ -127,7 +152,9 @@ def apply_blocks(config: EncoderConfig, x: jax.Array, mask: jax.Array | None = N
   Called inside a parent module's compact ``__call__``, so the blocks are the parent's
   children (``layer_0``, ..., or ``layers`` when scanned; ``final_norm``): the encoder and
   the decoders share one stack definition and keep the encoder's parameter names.
-  Honours ``config.remat`` and ``config.scan_layers``.
+  Honours ``config.remat`` and ``config.scan_layers`` (which the config refuses with a
+  per-layer schedule: scanned blocks share one definition). Block ``i`` gets
+  ``layer_index=i``.
 
   Args:
     config: the stack's hyper-parameters.
@@ -153,7 +180,7 @@ def apply_blocks(config: EncoderConfig, x: jax.Array, mask: jax.Array | None = N
                        config, block_cls, causal, cross_attention, name="layers")(x, *args)
   else:
     for i in range(config.num_layers):
-      x = block_cls(config, causal, cross_attention, name=f"layer_{i}")(x, *args)
+      x = block_cls(config, causal, cross_attention, layer_index=i, name=f"layer_{i}")(x, *args)
   if config.pre_layer_norm:
     x = nn.LayerNorm(epsilon=config.layer_norm_epsilon, dtype=config.dtype,
                      use_bias=config.use_bias, name="final_norm")(x)

@@ -41,8 +41,12 @@ class MlmHead(nn.Module):
     """
     cfg = self.config
     act = activation_fn(cfg.activation, exact_gelu=cfg.exact_gelu)
-    h = act(nn.Dense(cfg.hidden_size, dtype=cfg.dtype, name="transform")(hidden))
-    h = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.dtype, name="layer_norm")(h)
+    # Bias-free models (config.use_bias=False, ModernBERT) have a bias-free head too; the
+    # output bias stays (ModernBERT's decoder has one).
+    h = act(nn.Dense(cfg.hidden_size, dtype=cfg.dtype, use_bias=cfg.use_bias,
+                     name="transform")(hidden))
+    h = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.dtype, use_bias=cfg.use_bias,
+                     name="layer_norm")(h)
     bias = self.param("output_bias", nn.initializers.zeros, (embedding.shape[0],))
     logits = jnp.einsum("...d,vd->...v", h, embedding.astype(h.dtype))
     # Logits in float32 whatever the compute dtype: the softmax over ~30k classes needs it.

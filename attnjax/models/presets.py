@@ -3,9 +3,12 @@ stack, and published decoder / encoder-decoder architectures.
 
 A size preset fixes depth and width; everything else (vocabulary, positions, kernel) comes
 from the task and the config. An architecture preset (``gpt2_*``, ``transformer_*``,
-``bart_base``, ``t5_small``) also fixes the layout it is known by (LayerNorm placement,
-positions, activation); explicit ``config.model`` fields still override it. Parameter
-counts are pinned in ``tests/models/test_presets.py`` and ``tests/models/test_decoder.py``.
+``bart_base``, ``t5_small``, ``modernbert_base``) also fixes the layout it is known by
+(LayerNorm placement, positions, activation; ModernBERT: bias-free pre-LN GeGLU blocks,
+RoPE, a global attention layer every third block, the others local over 128 tokens);
+explicit ``config.model`` fields still override it. Parameter counts are pinned in
+``tests/models/test_presets.py``, ``tests/models/test_models.py`` and
+``tests/models/test_decoder.py``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,15 @@ for _name, _layers, _hidden, _heads in (
 ):
   PRESETS.register(_name, dict(num_layers=_layers, hidden_size=_hidden, num_heads=_heads,
                                mlp_dim=4 * _hidden))
+
+# ModernBERT-base (answerdotai/ModernBERT-base): 149,014,272 parameters with its 50,368-token
+# vocabulary, as transformers' ModernBertModel.
+PRESETS.register("modernbert_base", dict(
+    num_layers=22, hidden_size=768, num_heads=12, mlp_dim=1152, gated_mlp=True,
+    activation="gelu", exact_gelu=True, use_bias=False, pre_layer_norm=True,
+    embedding_layer_norm=True, skip_first_attention_norm=True, layer_norm_epsilon=1e-5,
+    position="rotary", rotary_base=160_000.0, local_rotary_base=10_000.0, global_every=3,
+    local_window=128, type_vocab_size=0))
 
 
 _GPT2 = dict(pre_layer_norm=True, position="learned", layer_norm_epsilon=1e-5,

@@ -1,4 +1,5 @@
-"""Hugging Face checkpoints (BERT family, GPT-2, BART, ...): import, export, tokenizers.
+"""Hugging Face checkpoints: import, export and tokenizers of encoders (BERT, RoBERTa,
+DistilBERT, ModernBERT), GPT-2 and BART; MiniLM offline.
 
 Reads and writes ``config.json`` + ``model.safetensors`` without PyTorch::
 
@@ -18,6 +19,8 @@ from attnjax.pretrained.checkpoint import load_hf_encoder, read_safetensors, sav
 from attnjax.pretrained.hf_models import (HF_ARCHITECTURES, HFArchitecture, load_hf_model,
                                           register_hf_architecture, save_hf_model)
 from attnjax.pretrained import hf_decoders  # registers gpt2 and bart  # noqa: F401
+# Each registers its EncoderFormat (formats.ENCODER_FORMATS) on import.
+from attnjax.pretrained import distilbert, modernbert, roberta  # noqa: F401  isort: skip
 from attnjax.pretrained.hf_config import (SUPPORTED_MODEL_TYPES, encoder_config_from_hf,
                                           hf_config_from_encoder)
 from attnjax.pretrained.minilm import MINILM_PACKAGE, minilm_path

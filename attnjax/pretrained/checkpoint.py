@@ -1,11 +1,14 @@
-"""Hugging Face BERT checkpoints (config.json + safetensors) <-> attnjax parameters.
+"""Hugging Face encoder checkpoints (config.json + safetensors) <-> attnjax parameters.
 
-No PyTorch: tensors are read and written with ``safetensors.numpy``. Tensor names are
-transformers' BertModel names, optionally under ``bert.`` (BertForMaskedLM, BertForPreTraining,
-task heads); ``cls.predictions.*`` is BERT's masked-LM head.
+No PyTorch: tensors are read and written with ``safetensors.numpy``. ``config.json``'s
+``model_type`` picks the architecture's :class:`~attnjax.pretrained.formats.EncoderFormat`:
+BERT (here), RoBERTa, DistilBERT and ModernBERT (their own modules). Every one loads into
+attnjax's one :class:`~attnjax.layers.Encoder` (as a :class:`BertEncoder` or, with the
+masked-LM head, a :class:`~attnjax.models.MaskedLanguageModel`) and writes back.
 
-HF stores a dense layer as ``weight [out, in]``; flax as ``kernel [in, out]``, and attnjax's
-attention projections keep heads as their own axis (``[D, H, hd]`` and ``[H, hd, D]``).
+BERT's tensor names are transformers' BertModel names, optionally under ``bert.``
+(BertForMaskedLM, BertForPreTraining, task heads); ``cls.predictions.*`` is BERT's
+masked-LM head.
 """
 
 from __future__ import annotations
@@ -22,67 +25,53 @@ import numpy as np
 
 from attnjax.layers import EncoderConfig
 from attnjax.models.mlm import MaskedLanguageModel
+from attnjax.pretrained import formats
 from attnjax.pretrained import hf_config
 from attnjax.pretrained import tokenizer as tokenizer_lib
+from attnjax.pretrained.formats import Entry, dense, heads_in, heads_out, identity, norm
 from attnjax.pretrained.modeling import BertEncoder
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 
-# Tensors a BertModel checkpoint may carry that the encoder does not use: buffers and the
-# heads of other tasks (next-sentence prediction, classifiers, span extraction).
-_IGNORED_PREFIXES = ("cls.seq_relationship.", "classifier.", "qa_outputs.")
+# Buffers a checkpoint may carry that are no parameters.
 _IGNORED_SUFFIXES = ("position_ids",)
 
 Path = str | os.PathLike
 
-# (hf name, flax path, to_flax, to_hf). A mapping entry converts one tensor both ways.
-_Entry = tuple[str, tuple[str, ...], Callable[[np.ndarray], np.ndarray],
-               Callable[[np.ndarray], np.ndarray]]
+#: BERT's masked-LM head: (transform dense, transform LayerNorm, output bias).
+BERT_HEAD = ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
+             "cls.predictions.bias")
 
 
-def _identity(x: np.ndarray) -> np.ndarray:
-  return x
+def bert_entries(config: EncoderConfig, *, pooler: bool, mlm_head: bool,
+                 head: tuple[str, str, str] = BERT_HEAD,
+                 positions: tuple[Callable, Callable] = (identity, identity)) -> Iterator[Entry]:
+  """Every tensor of a BERT encoder, as HF names it and where attnjax keeps it.
 
-
-def _transpose(x: np.ndarray) -> np.ndarray:
-  return x.T
-
-
-def _entries(config: EncoderConfig, *, pooler: bool, mlm_head: bool) -> Iterator[_Entry]:
-  """Every tensor of a BERT encoder, as HF names it and where attnjax keeps it."""
-  d, h, hd = config.hidden_size, config.num_heads, config.head_dim
-
-  def dense(hf: str, path: tuple[str, ...]) -> Iterator[_Entry]:
-    yield f"{hf}.weight", path + ("kernel",), _transpose, _transpose
-    yield f"{hf}.bias", path + ("bias",), _identity, _identity
-
-  def norm(hf: str, path: tuple[str, ...]) -> Iterator[_Entry]:
-    yield f"{hf}.weight", path + ("scale",), _identity, _identity
-    yield f"{hf}.bias", path + ("bias",), _identity, _identity
-
+  Args:
+    config: the encoder's configuration.
+    pooler: include ``pooler.dense``.
+    mlm_head: include the masked-LM head, named by ``head``.
+    head: HF names of the head's transform dense, its LayerNorm and the output bias
+      (RoBERTa: ``lm_head.*``).
+    positions: ``(to_flax, to_hf)`` of the position table (RoBERTa's offset).
+  """
   enc = ("encoder",)
   emb = enc + ("embeddings",)
   yield ("embeddings.word_embeddings.weight", emb + ("word_embeddings", "embedding"),
-         _identity, _identity)
-  yield ("embeddings.position_embeddings.weight", emb + ("position_embeddings",),
-         _identity, _identity)
-  yield ("embeddings.token_type_embeddings.weight", emb + ("token_type_embeddings", "embedding"),
-         _identity, _identity)
+         identity, identity)
+  yield ("embeddings.position_embeddings.weight", emb + ("position_embeddings",), *positions)
+  if config.type_vocab_size:
+    yield ("embeddings.token_type_embeddings.weight",
+           emb + ("token_type_embeddings", "embedding"), identity, identity)
   yield from norm("embeddings.LayerNorm", emb + ("layer_norm",))
   for i in range(config.num_layers):
     hf, fx = f"encoder.layer.{i}", enc + (f"layer_{i}",)
     for proj in ("query", "key", "value"):
-      # [H*hd, D] -> [D, H, hd]: HF's output features are head-major, as DenseGeneral's.
-      yield (f"{hf}.attention.self.{proj}.weight", fx + ("attention", proj, "kernel"),
-             lambda w: w.T.reshape(d, h, hd), lambda k: k.reshape(d, h * hd).T)
-      yield (f"{hf}.attention.self.{proj}.bias", fx + ("attention", proj, "bias"),
-             lambda b: b.reshape(h, hd), lambda b: b.reshape(h * hd))
-    yield (f"{hf}.attention.output.dense.weight", fx + ("attention", "out", "kernel"),
-           lambda w: w.T.reshape(h, hd, d), lambda k: k.reshape(h * hd, d).T)
-    yield (f"{hf}.attention.output.dense.bias", fx + ("attention", "out", "bias"),
-           _identity, _identity)
+      yield from heads_in(f"{hf}.attention.self.{proj}", fx + ("attention", proj), config)
+    yield from heads_out(f"{hf}.attention.output.dense", fx + ("attention", "out"), config)
     yield from norm(f"{hf}.attention.output.LayerNorm", fx + ("attention_norm",))
     yield from dense(f"{hf}.intermediate.dense", fx + ("mlp", "wi"))
     yield from dense(f"{hf}.output.dense", fx + ("mlp", "wo"))
@@ -90,9 +79,39 @@ def _entries(config: EncoderConfig, *, pooler: bool, mlm_head: bool) -> Iterator
   if pooler:
     yield from dense("pooler.dense", ("pooler",))
   if mlm_head:
-    yield from dense("cls.predictions.transform.dense", ("mlm_head", "transform"))
-    yield from norm("cls.predictions.transform.LayerNorm", ("mlm_head", "layer_norm"))
-    yield "cls.predictions.bias", ("mlm_head", "output_bias"), _identity, _identity
+    yield from formats.mlm_head(*head)
+
+
+def bert_describe(config: EncoderConfig) -> str:
+  """The config.json fields of a BERT-like checkpoint that size its tensors."""
+  return (f"hidden_size={config.hidden_size}, num_attention_heads={config.num_heads}, "
+          f"intermediate_size={config.mlp_dim}, vocab_size={config.vocab_size}, "
+          f"max_position_embeddings={config.max_length}, type_vocab_size="
+          f"{config.type_vocab_size}, num_hidden_layers={config.num_layers}")
+
+
+def _bert_split(tensors: dict[str, np.ndarray], config: EncoderConfig) -> dict[str, np.ndarray]:
+  """TF-era checkpoints name LayerNorm parameters ``gamma``/``beta``."""
+  del config
+  return {name.replace("LayerNorm.gamma", "LayerNorm.weight").replace(
+      "LayerNorm.beta", "LayerNorm.bias") if ".LayerNorm." in name else name: value
+          for name, value in tensors.items()}
+
+
+BERT = formats.register_format(formats.EncoderFormat(
+    model_type="bert",
+    config_from_hf=hf_config.bert_config_from_hf,
+    config_to_hf=hf_config.bert_config_to_hf,
+    entries=bert_entries,
+    architectures=("BertModel", "BertForMaskedLM"),
+    base_prefix="bert.",
+    head_prefixes=("cls.",),
+    head_marker="cls.predictions.bias",
+    pooler_marker="pooler.dense.weight",
+    encoder_prefixes=("embeddings.", "encoder."),
+    describe=bert_describe,
+    split=_bert_split,
+))
 
 
 # ----------------------------------------------------------------------------------------
@@ -153,17 +172,10 @@ def read_hf_config(path: Path) -> dict[str, Any]:
   return config
 
 
-def _normalise_names(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Drops the ``bert.`` prefix and renames TF-era LayerNorm ``gamma``/``beta``."""
-  out = {}
-  for name, value in tensors.items():
-    if name.startswith("bert."):
-      name = name[len("bert."):]
-    if ".LayerNorm." in name:
-      name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace(
-          "LayerNorm.beta", "LayerNorm.bias")
-    out[name] = value
-  return out
+def _strip_prefix(tensors: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+  """Drops the task model's ``prefix`` (``bert.``, ``roberta.``, ``model.``) from names."""
+  return {name[len(prefix):] if name.startswith(prefix) else name: value
+          for name, value in tensors.items()}
 
 
 def _set(tree: dict, path: tuple[str, ...], value: Any) -> None:
@@ -222,18 +234,21 @@ def load_hf_encoder(
     check_tokenizer: bool = True,
     **overrides: Any,
 ) -> tuple[BertEncoder | MaskedLanguageModel, dict]:
-  """Loads a Hugging Face BERT-family checkpoint directory into attnjax.
+  """Loads a Hugging Face encoder checkpoint directory into attnjax.
 
+  ``config.json``'s ``model_type`` picks the architecture: ``bert``, ``roberta``,
+  ``distilbert`` or ``modernbert`` (:data:`~attnjax.pretrained.SUPPORTED_MODEL_TYPES`).
   ``model.apply({'params': params}, input_ids, attention_mask=..., token_type_ids=...,
   deterministic=True)`` then returns the last hidden states ``[batch, seq, hidden]``
-  (transformers' ``BertModel(...).last_hidden_state``), or MLM logits
+  (transformers' ``AutoModel(...).last_hidden_state``), or MLM logits
   ``[batch, seq, vocab]`` with ``with_mlm_head``.
 
   Args:
     path: directory with ``config.json`` and ``model.safetensors`` (or a sharded index),
       optionally ``tokenizer.json`` / ``vocab.txt``.
-    with_mlm_head: return a :class:`~attnjax.models.MaskedLanguageModel` with BERT's MLM head
-      loaded from ``cls.predictions.*``.
+    with_mlm_head: return a :class:`~attnjax.models.MaskedLanguageModel` with the
+      checkpoint's masked-LM head (BERT's ``cls.predictions.*``, RoBERTa's ``lm_head.*``,
+      DistilBERT's ``vocab_*``, ModernBERT's ``head.*`` and ``decoder.bias``).
     mlm_head_rng: with ``with_mlm_head``, initialise the head from this key when the
       checkpoint has none (e.g. all-MiniLM-L6-v2); without it a missing head is an error.
     check_tokenizer: when the directory holds a tokenizer, check that its vocabulary matches
@@ -253,25 +268,30 @@ def load_hf_encoder(
   """
   directory = pathlib.Path(path)
   config_file = directory / CONFIG_FILE
-  config = hf_config.encoder_config_from_hf(read_hf_config(directory), source=str(config_file),
-                                            **overrides)
-  tensors = _normalise_names(read_safetensors(directory))
+  source = str(config_file)
+  hf = read_hf_config(directory)
+  fmt = formats.get_format(hf.get("model_type"), source)
+  config = fmt.config_from_hf(hf, source=source, **overrides)
+  tensors = fmt.split(_strip_prefix(read_safetensors(directory), fmt.base_prefix), config)
   weights_name = str(directory / WEIGHTS_FILE)
 
-  has_pooler = not with_mlm_head and "pooler.dense.weight" in tensors
-  has_head = with_mlm_head and "cls.predictions.bias" in tensors
+  has_pooler = (not with_mlm_head and fmt.pooler_marker is not None
+                and fmt.pooler_marker in tensors)
+  has_head = with_mlm_head and fmt.head_marker in tensors
   if with_mlm_head and not has_head and mlm_head_rng is None:
-    raise ValueError(f"{weights_name}: no masked-LM head (cls.predictions.bias); pass "
+    raise ValueError(f"{weights_name}: no masked-LM head ({fmt.head_marker}); pass "
                      "mlm_head_rng to initialise a fresh one")
+  if with_mlm_head and fmt.check_mlm_head is not None:
+    fmt.check_mlm_head(hf, config, source)
   model = MaskedLanguageModel(config) if with_mlm_head else BertEncoder(config)
   expected = _expected_shapes(model, config, pooler=has_pooler)
 
   params: dict = {}
   used = set()
-  for name, fx_path, to_flax, _ in _entries(config, pooler=has_pooler, mlm_head=has_head):
+  for name, fx_path, to_flax, _ in fmt.entries(config, pooler=has_pooler, mlm_head=has_head):
     if name not in tensors:
       raise ValueError(f"{weights_name}: tensor {name!r} is missing (config.json: "
-                       f"num_hidden_layers={config.num_layers})")
+                       f"{fmt.describe(config)})")
     value = np.asarray(tensors[name])
     want = tuple(_get(expected, fx_path).shape)
     try:
@@ -280,22 +300,17 @@ def load_hf_encoder(
       converted = None
     if converted is None or converted.shape != want:
       raise ValueError(f"{weights_name}: tensor {name!r} has shape {list(value.shape)}, which "
-                       f"does not fit {config_file.name} (hidden_size={config.hidden_size}, "
-                       f"num_attention_heads={config.num_heads}, intermediate_size="
-                       f"{config.mlp_dim}, vocab_size={config.vocab_size}, "
-                       f"max_position_embeddings={config.max_length}, type_vocab_size="
-                       f"{config.type_vocab_size})")
+                       f"does not fit {config_file.name} ({fmt.describe(config)})")
     # float16/bfloat16 checkpoints become float32 parameters (the compute dtype is separate).
     _set(params, fx_path, np.ascontiguousarray(converted, dtype=np.float32))
     used.add(name)
 
   # A tensor of the encoder we did not place means an architecture we would silently drop.
-  unused = sorted(n for n in tensors if n not in used
-                  and (n.startswith("embeddings.") or n.startswith("encoder."))
+  unused = sorted(n for n in tensors if n not in used and n.startswith(fmt.encoder_prefixes)
                   and not n.endswith(_IGNORED_SUFFIXES))
   if unused:
-    raise ValueError(f"{weights_name}: tensors {unused[:5]} have no place in a BERT encoder "
-                     "(an architecture attnjax does not represent)")
+    raise ValueError(f"{weights_name}: tensors {unused[:5]} have no place in a "
+                     f"{fmt.model_type} encoder (an architecture attnjax does not represent)")
 
   if getattr(config, "scan_layers", False):
     params["encoder"] = _stack_layers(params["encoder"], config.num_layers)
@@ -354,12 +369,16 @@ def save_hf_encoder(
     encoder_config: EncoderConfig,
     path: Path,
     tokenizer: Any = None,
+    *,
+    model_type: str = "bert",
 ) -> pathlib.Path:
   """Writes ``config.json`` + ``model.safetensors`` (+ tokenizer) for transformers.
 
-  ``transformers.BertModel.from_pretrained(path)`` loads the result and computes the same
-  last hidden states; with an MLM head in ``params`` the checkpoint is a BertForMaskedLM
-  (tensors under ``bert.`` plus ``cls.predictions.*``), which BertModel also loads.
+  ``transformers.AutoModel.from_pretrained(path)`` loads the result (a ``BertModel`` for
+  ``model_type='bert'``, ``RobertaModel``, ``DistilBertModel``, ``ModernBertModel``) and
+  computes the same last hidden states; with an MLM head in ``params`` the checkpoint is the
+  architecture's masked-LM model (BertForMaskedLM: tensors under ``bert.`` plus
+  ``cls.predictions.*``), which the bare model also loads.
 
   Args:
     params: BertEncoder / MaskedLanguageModel / SequenceClassifier params (an ``encoder``
@@ -368,45 +387,57 @@ def save_hf_encoder(
     path: output directory (created; files already there with the same names are replaced).
     tokenizer: optional ``tokenizers.Tokenizer`` or a directory holding one; written as
       ``tokenizer.json``, ``vocab.txt`` (WordPiece) and ``tokenizer_config.json``.
+    model_type: the architecture to write, one of
+      :data:`~attnjax.pretrained.SUPPORTED_MODEL_TYPES`.
 
   Returns:
     The output directory.
 
   Raises:
-    ValueError: a config BERT cannot express (naming the field), params that do not match
-      the config, or a tokenizer whose vocabulary differs from the embedding table.
+    ValueError: a config the architecture cannot express (naming the field), params that
+      do not match the config, or a tokenizer whose vocabulary differs from the embedding
+      table.
   """
   from safetensors import numpy as st_numpy  # pylint: disable=import-outside-toplevel
+  fmt = formats.get_format(model_type, "save_hf_encoder(model_type=...)")
   encoder, pooler, mlm_head = _split_params(params)
   encoder = _unstack_layers(encoder)
-  architecture = "BertForMaskedLM" if mlm_head is not None else "BertModel"
-  hf = hf_config.hf_config_from_encoder(encoder_config, architecture=architecture)
+  if pooler is not None and fmt.pooler_marker is None:
+    raise ValueError(f"params have a 'pooler', which {model_type} has not; pass the params "
+                     "without it")
+  architecture = fmt.architectures[1 if mlm_head is not None else 0]
+  hf = fmt.config_to_hf(encoder_config, architecture=architecture)
+  try:
+    word = np.shape(encoder["embeddings"]["word_embeddings"]["embedding"])
+  except (KeyError, TypeError) as e:
+    raise ValueError("params have no encoder/embeddings/word_embeddings/embedding; do they "
+                     "belong to this EncoderConfig?") from e
+  if word != (encoder_config.vocab_size, encoder_config.hidden_size):
+    raise ValueError(f"word embeddings have shape {list(word)}; EncoderConfig says "
+                     f"vocab_size={encoder_config.vocab_size}, "
+                     f"hidden_size={encoder_config.hidden_size}")
   tree = {"encoder": encoder}
   if pooler is not None:
     tree["pooler"] = pooler
   if mlm_head is not None:
     tree["mlm_head"] = mlm_head
-  prefix = "bert." if mlm_head is not None else ""
   tensors: dict[str, np.ndarray] = {}
-  for name, fx_path, _, to_hf in _entries(encoder_config, pooler=pooler is not None,
-                                          mlm_head=mlm_head is not None):
+  for name, fx_path, _, to_hf in fmt.entries(encoder_config, pooler=pooler is not None,
+                                             mlm_head=mlm_head is not None):
     try:
       value = np.asarray(_get(tree, fx_path), dtype=np.float32)
     except KeyError as e:
       raise ValueError(f"params have no {'/'.join(fx_path)} (needed for {name}); do they "
                        "belong to this EncoderConfig?") from e
-    if not name.startswith("cls."):
-      name = prefix + name
     try:
       tensors[name] = np.ascontiguousarray(to_hf(value))
     except ValueError as e:
       raise ValueError(f"params {'/'.join(fx_path)} has shape {list(value.shape)}, which does "
                        f"not fit the EncoderConfig: {e}") from e
-  word = tensors[prefix + "embeddings.word_embeddings.weight"]
-  if word.shape != (encoder_config.vocab_size, encoder_config.hidden_size):
-    raise ValueError(f"word embeddings have shape {list(word.shape)}; EncoderConfig says "
-                     f"vocab_size={encoder_config.vocab_size}, "
-                     f"hidden_size={encoder_config.hidden_size}")
+  tensors = fmt.fuse(tensors, encoder_config)
+  if mlm_head is not None:  # the masked-LM model keeps its encoder under base_prefix
+    tensors = {name if name.startswith(fmt.head_prefixes) else fmt.base_prefix + name: value
+               for name, value in tensors.items()}
 
   files: dict[str, Callable[[str], None]] = {
       CONFIG_FILE: lambda f: pathlib.Path(f).write_text(json.dumps(hf, indent=2) + "\n"),

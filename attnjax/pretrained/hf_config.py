@@ -1,12 +1,19 @@
-"""Hugging Face BERT ``config.json`` <-> EncoderConfig, refusing what cannot be represented."""
+"""Hugging Face ``config.json`` <-> EncoderConfig, refusing what cannot be represented.
+
+:func:`encoder_config_from_hf` and :func:`hf_config_from_encoder` dispatch on ``model_type``
+to the architecture's :class:`~attnjax.pretrained.formats.EncoderFormat`; BERT's conversion
+is here, the others' in their own modules (``roberta``, ``distilbert``, ``modernbert``).
+"""
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
 from attnjax.layers import EncoderConfig
+from attnjax.pretrained import formats
 
-SUPPORTED_MODEL_TYPES = ("bert",)
+#: The model_types attnjax loads and writes (each an EncoderFormat in formats.ENCODER_FORMATS).
+SUPPORTED_MODEL_TYPES = ("bert", "distilbert", "modernbert", "roberta")
 
 # hidden_act -> (EncoderConfig.activation, exact_gelu). transformers' gelu_new,
 # gelu_pytorch_tanh and gelu_fast are all the tanh approximation 0.5x(1+tanh(c(x+0.044715x^3))).
@@ -37,6 +44,12 @@ _BERT_DEFAULTS = {
     "position_embedding_type": "absolute",
 }
 
+# EncoderConfig fields of every BERT-like export (BERT, RoBERTa, DistilBERT): post-LN blocks
+# with biases, learned positions, a LayerNorm after the embeddings, one attention everywhere.
+BERT_LIKE_FIXED = dict(pre_layer_norm=False, embedding_layer_norm=True, position="learned",
+                       add_cls_token=False, use_bias=True, gated_mlp=False, local_window=0,
+                       skip_first_attention_norm=False, relative_buckets=0)
+
 # Kernel options that only choose how attention is computed, not what it computes; any other
 # option (windows, causal masks, ALiBi, soft caps, ...) makes a model BERT cannot express.
 _NUMERICS_ONLY_OPTIONS = frozenset({"implementation", "block_q", "block_kv", "precision"})
@@ -44,29 +57,98 @@ _NUMERICS_ONLY_OPTIONS = frozenset({"implementation", "block_q", "block_kv", "pr
 
 def encoder_config_from_hf(hf: Mapping[str, Any], *, source: str = "config.json",
                            **overrides: Any) -> EncoderConfig:
-  """Builds the EncoderConfig of a BERT checkpoint from its ``config.json`` contents.
+  """Builds the EncoderConfig of a checkpoint from its ``config.json`` contents.
 
   Args:
-    hf: the parsed ``config.json``.
+    hf: the parsed ``config.json``; its ``model_type`` (one of
+      :data:`SUPPORTED_MODEL_TYPES`) picks the conversion.
     source: file name used in error messages.
     **overrides: EncoderConfig fields to set afterwards (``kernel``, ``kernel_options``,
       ``dtype``, dropout rates, ...); architecture fields cannot be overridden.
 
   Returns:
-    A post-LN EncoderConfig with learned positions, token types and embedding LayerNorm.
+    The architecture's EncoderConfig (BERT: post-LN, learned positions, token types and
+    an embedding LayerNorm).
 
   Raises:
-    ValueError: naming the field of ``config.json`` that attnjax cannot represent.
+    ValueError: naming the field of ``config.json`` that attnjax cannot represent (an
+      unknown ``model_type`` lists the known ones).
   """
-  model_type = hf.get("model_type")
-  if model_type not in SUPPORTED_MODEL_TYPES:
-    raise ValueError(f"{source}: model_type={model_type!r} is not supported; attnjax loads "
-                     f"the BERT family {SUPPORTED_MODEL_TYPES} (RoBERTa offsets its positions, "
-                     "others differ in layout)")
-  cfg = {**_BERT_DEFAULTS, **{k: v for k, v in hf.items() if v is not None}}
+  fmt = formats.get_format(hf.get("model_type"), source)
+  return fmt.config_from_hf(hf, source=source, **overrides)
+
+
+def hf_config_from_encoder(config: EncoderConfig, *, architecture: str | None = None,
+                           model_type: str = "bert") -> dict[str, Any]:
+  """The ``config.json`` of the transformers model of ``model_type`` equal to ``config``.
+
+  Args:
+    config: the encoder's configuration.
+    architecture: the ``architectures`` entry; default the architecture's bare encoder
+      (``BertModel``, ``RobertaModel``, ...).
+    model_type: one of :data:`SUPPORTED_MODEL_TYPES`.
+
+  Raises:
+    ValueError: naming the EncoderConfig field the architecture cannot express.
+  """
+  fmt = formats.get_format(model_type, "hf_config_from_encoder(model_type=...)")
+  return fmt.config_to_hf(config, architecture=architecture or fmt.architectures[0])
+
+
+def refuse_field(source: str, field: str, value: Any, why: str):
+  """Raises the one-line ValueError for a ``config.json`` field attnjax cannot represent."""
+  raise ValueError(f"{source}: {field}={value!r} cannot be represented: {why}")
+
+
+def refuse_untied_head(hf: Mapping[str, Any], source: str) -> None:
+  """attnjax's masked-LM head projects with the word embedding table: refuse untied ones."""
+  if not hf.get("tie_word_embeddings", True):
+    refuse_field(source, "tie_word_embeddings", False,
+                 "attnjax's masked-LM head is tied to the word embeddings")
+
+
+def check_exportable(config: EncoderConfig, name: str, **expected: Any) -> None:
+  """Refuses an EncoderConfig ``name`` cannot express: fields that must have given values,
+  grouped-query attention and kernel options that change what attention computes."""
+  for field, value in expected.items():
+    if getattr(config, field) != value:
+      raise ValueError(f"EncoderConfig.{field}={getattr(config, field)!r} cannot be exported "
+                       f"as {name}: it needs {field}={value!r}")
+  if config.num_kv_heads not in (None, config.num_heads):
+    raise ValueError(f"EncoderConfig.num_kv_heads={config.num_kv_heads!r} cannot be exported "
+                     f"as {name}: it has no grouped-query attention")
+  semantic = sorted(set(config.kernel_options) - _NUMERICS_ONLY_OPTIONS)
+  if semantic:
+    raise ValueError(f"EncoderConfig.kernel_options {semantic} change what attention "
+                     f"computes; {name}'s attention cannot express them")
+
+
+def hidden_act(config: EncoderConfig, name: str) -> str:
+  """transformers' name of the config's activation; a ValueError when it has none."""
+  reverse = {("gelu", True): "gelu", ("gelu", False): "gelu_new", ("relu", False): "relu",
+             ("relu", True): "relu", ("silu", False): "silu", ("silu", True): "silu"}
+  act = reverse.get((config.activation, config.exact_gelu))
+  if act is None:
+    raise ValueError(f"EncoderConfig.activation={config.activation!r} cannot be exported as "
+                     f"{name}: transformers has no hidden_act for it; use gelu, relu or silu")
+  return act
+
+
+def activation(source: str, field: str, value: Any) -> tuple[str, bool]:
+  """``(EncoderConfig.activation, exact_gelu)`` of transformers' activation ``value``."""
+  if value not in _ACTIVATIONS:
+    refuse_field(source, field, value, f"supported: {sorted(_ACTIVATIONS)}")
+  return _ACTIVATIONS[value]
+
+
+def bert_config_from_hf(hf: Mapping[str, Any], *, source: str = "config.json",
+                        defaults: Mapping[str, Any] | None = None,
+                        **overrides: Any) -> EncoderConfig:
+  """BERT's ``config.json`` (or RoBERTa's, with its ``defaults``) as an EncoderConfig."""
+  cfg = {**_BERT_DEFAULTS, **(defaults or {}), **{k: v for k, v in hf.items() if v is not None}}
 
   def refuse(field: str, why: str):
-    raise ValueError(f"{source}: {field}={cfg.get(field)!r} cannot be represented: {why}")
+    refuse_field(source, field, cfg.get(field), why)
 
   if cfg["position_embedding_type"] != "absolute":
     refuse("position_embedding_type", "only 'absolute' learned positions are supported")
@@ -102,51 +184,21 @@ def encoder_config_from_hf(hf: Mapping[str, Any], *, source: str = "config.json"
       exact_gelu=exact_gelu,
       pad_id=cfg["pad_token_id"],
   )
-  architecture = set(values) - {"dropout_rate", "attention_dropout_rate", "pad_id"}
-  fixed = architecture & set(overrides)
-  if fixed:
-    raise ValueError(f"cannot override architecture fields {sorted(fixed)} of a checkpoint")
-  values.update(overrides)
-  try:
-    return EncoderConfig(**values)
-  except ValueError as e:
-    raise ValueError(f"{source}: {e}") from e
+  return formats.make_config(values, overrides, source)
 
 
-def hf_config_from_encoder(config: EncoderConfig, *,
-                           architecture: str = "BertModel") -> dict[str, Any]:
+def bert_config_to_hf(config: EncoderConfig, *,
+                      architecture: str = "BertModel") -> dict[str, Any]:
   """The ``config.json`` of a transformers BertModel equal to ``config``.
 
   Raises:
     ValueError: naming the EncoderConfig field BERT cannot express.
   """
-  def refuse(field: str, why: str):
-    raise ValueError(f"EncoderConfig.{field}={getattr(config, field)!r} cannot be exported "
-                     f"as BERT: {why}")
-
-  if config.pre_layer_norm:
-    refuse("pre_layer_norm", "BERT blocks are post-LN")
-  if not config.embedding_layer_norm:
-    refuse("embedding_layer_norm", "BERT normalises the summed embeddings")
-  if config.position != "learned":
-    refuse("position", "BERT has learned absolute positions")
-  if config.add_cls_token:
-    refuse("add_cls_token", "BERT has no CLS vector outside the vocabulary")
-  if config.num_kv_heads not in (None, config.num_heads):
-    refuse("num_kv_heads", "BERT has no grouped-query attention")
+  check_exportable(config, "BERT", **BERT_LIKE_FIXED)
   if config.type_vocab_size < 1:
-    refuse("type_vocab_size", "BERT needs at least one token type")
-  if config.relative_buckets:
-    refuse("relative_buckets", "BERT has no relative position bias")
-  semantic = sorted(set(config.kernel_options) - _NUMERICS_ONLY_OPTIONS)
-  if semantic:
-    raise ValueError(f"EncoderConfig.kernel_options {semantic} change what attention "
-                     "computes; BERT's full softmax attention cannot express them")
-  reverse = {("gelu", True): "gelu", ("gelu", False): "gelu_new", ("relu", False): "relu",
-             ("relu", True): "relu", ("silu", False): "silu", ("silu", True): "silu"}
-  act = reverse.get((config.activation, config.exact_gelu))
-  if act is None:
-    refuse("activation", "transformers has no hidden_act for it; use gelu, relu or silu")
+    raise ValueError(f"EncoderConfig.type_vocab_size={config.type_vocab_size} cannot be "
+                     "exported as BERT: it needs at least one token type")
+  act = hidden_act(config, "BERT")
   return {
       "architectures": [architecture],
       "model_type": "bert",

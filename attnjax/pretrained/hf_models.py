@@ -156,29 +156,39 @@ def save_hf_model(model: nn.Module, params: Mapping[str, Any], path: Path, *,
 
 
 # ----------------------------------------------------------------------------------------
-# BERT, through load_hf_encoder / save_hf_encoder (the masked-LM model).
+# The BERT family (BERT, RoBERTa, DistilBERT, ModernBERT), through load_hf_encoder /
+# save_hf_encoder and their EncoderFormats (the masked-LM model).
 
 
-def _load_bert(directory: pathlib.Path, hf: Mapping[str, Any], **overrides: Any):
-  del hf  # load_hf_encoder reads config.json itself
-  # A checkpoint without cls.predictions.* (a bare encoder) is refused by load_hf_encoder
-  # unless overrides carry mlm_head_rng (then the head starts fresh).
-  return checkpoint.load_hf_encoder(directory, with_mlm_head=True, **overrides)
+def _encoder_architecture(model_type: str) -> HFArchitecture:
+  def load(directory: pathlib.Path, hf: Mapping[str, Any], **overrides: Any):
+    del hf  # load_hf_encoder reads config.json and dispatches on its model_type
+    # A checkpoint without its masked-LM head (a bare encoder) is refused by
+    # load_hf_encoder unless overrides carry mlm_head_rng (then the head starts fresh).
+    return checkpoint.load_hf_encoder(directory, with_mlm_head=True, **overrides)
+
+  def save(model: nn.Module, params: dict, directory: pathlib.Path, tokenizer: Any) -> None:
+    checkpoint.save_hf_encoder(params, model.config, directory, tokenizer=tokenizer,
+                               model_type=model_type)
+
+  def fits(model: nn.Module, kind: str) -> bool:
+    try:
+      hf_config.hf_config_from_encoder(model.config, model_type=kind)
+    except ValueError:
+      return False
+    return True
+
+  def exports(model: nn.Module) -> bool:
+    # A BERT-layout model is written as BERT unless model_type= says RoBERTa or DistilBERT
+    # (both could hold it); one with ModernBERT's options only fits ModernBERT.
+    if not isinstance(model, (MaskedLanguageModel, BertEncoder)):
+      return False
+    if model_type == "bert":
+      return fits(model, "bert")
+    return model_type == "modernbert" and fits(model, "modernbert") and not fits(model, "bert")
+
+  return HFArchitecture(load=load, save=save, exports=exports)
 
 
-def _save_bert(model: nn.Module, params: dict, directory: pathlib.Path, tokenizer: Any) -> None:
-  checkpoint.save_hf_encoder(params, model.config, directory, tokenizer=tokenizer)
-
-
-def _exports_bert(model: nn.Module) -> bool:
-  if not isinstance(model, (MaskedLanguageModel, BertEncoder)):
-    return False
-  try:
-    hf_config.hf_config_from_encoder(model.config)
-  except ValueError:
-    return False
-  return True
-
-
-register_hf_architecture("bert", HFArchitecture(load=_load_bert, save=_save_bert,
-                                                exports=_exports_bert))
+for _model_type in hf_config.SUPPORTED_MODEL_TYPES:
+  register_hf_architecture(_model_type, _encoder_architecture(_model_type))

@@ -1,5 +1,7 @@
 """Tests of the flax building blocks: attention layer, blocks, embeddings, pooling."""
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -7,7 +9,8 @@ import numpy as np
 import pytest
 
 from attnjax.layers import (AdditiveAttentionPooling, Encoder, EncoderBlock, EncoderConfig,
-                            MeanPooling, MultiHeadAttention, sinusoidal_positions)
+                            FeedForward, MeanPooling, MultiHeadAttention, TransformerBlock,
+                            sinusoidal_positions)
 
 
 def _cfg(**kw):
@@ -154,3 +157,75 @@ def test_rotary_attention_depends_only_on_relative_positions():
   out_x = layer.apply({"params": params}, x, mask=jnp.arange(4)[None, None, None, :] >= 1)
   out_y = layer.apply({"params": params}, y, mask=jnp.arange(6)[None, None, None, :] >= 3)
   np.testing.assert_allclose(out_y[:, 3:], out_x[:, 1:], atol=1e-5)
+
+
+# ModernBERT-style options: a per-layer schedule of local and global attention, per-kind
+# RoPE bases, gated feed-forward, no LayerNorm before the first block's attention.
+
+
+def _modern(**kw):
+  return _cfg(**{**dict(num_layers=3, position="rotary", global_every=3, local_window=4,
+                        rotary_base=1000.0, local_rotary_base=10.0), **kw})
+
+
+@pytest.mark.parametrize("layer_index", [0, 1, 2])
+def test_schedule_gives_local_layers_their_window_and_rope_base(layer_index):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 16))
+  mask = jnp.arange(9)[None, None, None, :] < jnp.array([9, 6])[:, None, None, None]
+  cfg = _modern()
+  block = TransformerBlock(cfg, layer_index=layer_index)
+  params = block.init(jax.random.PRNGKey(1), x, mask)
+  local = layer_index in (1, 2)
+  assert cfg.is_local_layer(layer_index) == local
+  # The same block written without a schedule: the window as a kernel option, one base.
+  plain = _cfg(num_layers=3, position="rotary", rotary_base=10.0 if local else 1000.0,
+               kernel_options={"local_window_size": (2, 2)} if local else {})
+  want = TransformerBlock(plain).apply(params, x, mask)
+  np.testing.assert_allclose(block.apply(params, x, mask), want, atol=1e-6)
+  # ... and the window matters: a global block differs on a 9-token sequence.
+  if local:
+    unwindowed = TransformerBlock(dataclasses.replace(plain, kernel_options={})).apply(
+        params, x, mask)
+    assert float(jnp.max(jnp.abs(unwindowed - want))) > 1e-3
+
+
+def test_gated_feed_forward_is_act_of_first_half_times_second():
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 16))
+  ffn = FeedForward(8, activation="silu", gated=True, use_bias=False)
+  params = ffn.init(jax.random.PRNGKey(1), x)["params"]
+  assert params["wi"]["kernel"].shape == (16, 16) and "bias" not in params["wi"]
+  h = np.asarray(x, np.float64) @ np.asarray(params["wi"]["kernel"], np.float64)
+  a, g = h[:, :8], h[:, 8:]
+  want = (a / (1 + np.exp(-a)) * g) @ np.asarray(params["wo"]["kernel"], np.float64)
+  np.testing.assert_allclose(ffn.apply({"params": params}, x), want, atol=1e-5)
+
+
+def test_modern_encoder_parameters_are_bias_free_and_skip_the_first_attention_norm():
+  cfg = _modern(use_bias=False, gated_mlp=True, embedding_layer_norm=True,
+                skip_first_attention_norm=True)
+  params = jax.eval_shape(lambda: Encoder(cfg).init(jax.random.PRNGKey(0),
+                                                     jnp.ones((1, 5), jnp.int32)))["params"]
+  assert "attention_norm" not in params["layer_0"] and "attention_norm" in params["layer_1"]
+  assert set(params["embeddings"]["layer_norm"]) == {"scale"}
+  assert params["layer_1"]["mlp"]["wi"]["kernel"].shape == (16, 64)
+  assert not [p for p in jax.tree_util.tree_flatten_with_path(params)[0]
+              if "bias" in jax.tree_util.keystr(p[0])]
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(global_every=2), "global_every=2 needs local_window"),
+    (dict(local_window=4, scan_layers=True), "scan_layers=True cannot run"),
+    (dict(skip_first_attention_norm=True, scan_layers=True), "skip_first_attention_norm"),
+    (dict(skip_first_attention_norm=True, pre_layer_norm=False), "needs pre_layer_norm"),
+    (dict(local_window=4, kernel_options={"local_window_size": 2}), "both set a window"),
+    (dict(local_window=-1), "local_window must be an int >= 0"),
+])
+def test_schedule_config_errors_name_the_field(kw, match):
+  with pytest.raises(ValueError, match=match):
+    _cfg(**kw)
+
+
+def test_local_layers_refuse_a_kernel_without_a_window():
+  cfg = _cfg(local_window=4, kernel="linear")
+  with pytest.raises(ValueError, match="kernel 'linear' has none"):
+    jax.eval_shape(lambda: Encoder(cfg).init(jax.random.PRNGKey(0), jnp.ones((1, 5), jnp.int32)))

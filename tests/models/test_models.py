@@ -40,12 +40,37 @@ _PINNED = {
 }
 
 
+# transformers.ModernBertModel(ModernBertConfig()) (ModernBERT-base's shape, 50,368-token
+# vocabulary) counted on the meta device: 149,014,272.
+_MODERNBERT_BASE = 149_014_272
+
+
 def test_every_preset_is_pinned():
   # Architecture presets (gpt2_*, transformer_*, bart_base, t5_small) are pinned as the
   # models they belong to in tests/models/test_decoder.py.
   from tests.models.test_decoder import ARCHITECTURE_PRESETS  # pylint: disable=import-outside-toplevel
   architectures = {preset for _, preset, _, _ in ARCHITECTURE_PRESETS}
-  assert sorted(PRESETS.names()) == sorted(set(_PINNED) | architectures)
+  assert sorted(PRESETS.names()) == sorted(set(_PINNED) | architectures | {"modernbert_base"})
+
+
+def test_modernbert_base_preset_has_modernberts_parameter_count():
+  config = EncoderConfig(vocab_size=50_368, max_length=8192, **get_preset("modernbert_base"))
+  ids = jnp.zeros((1, 8), jnp.int32)
+  assert _count(Encoder(config), ids) == _MODERNBERT_BASE
+
+
+def test_modernbert_options_come_through_config_model():
+  model = build_classifier(
+      _model_config(preset="modernbert_base", num_layers=4, hidden_size=None, num_heads=None,
+                    mlp_dim=None, position=None, pre_layer_norm=None, add_cls_token=True,
+                    local_window=16),
+      vocab_size=10, max_length=6, num_classes=3)
+  enc = model.encoder
+  assert (enc.num_layers, enc.hidden_size, enc.local_window, enc.global_every) == (4, 768, 16, 3)
+  assert enc.gated_mlp and not enc.use_bias and enc.position == "rotary"
+  assert [enc.is_local_layer(i) for i in range(4)] == [False, True, True, False]
+  assert enc.layer_kernel_options(1)["local_window_size"] == (8, 8)
+  assert enc.layer_rotary_base(0) == 160_000.0 and enc.layer_rotary_base(1) == 10_000.0
 
 
 @pytest.mark.parametrize("preset", sorted(_PINNED))

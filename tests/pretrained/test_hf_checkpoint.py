@@ -164,7 +164,7 @@ def _edit_config(path, **changes):
 
 
 @pytest.mark.parametrize("field, value", [
-    ("model_type", "roberta"),
+    ("model_type", "albert"),
     ("model_type", "gpt2"),
     ("position_embedding_type", "relative_key"),
     ("hidden_act", "mish"),
@@ -291,3 +291,99 @@ def test_minilm_checkpoint_is_bert_l6_h384():
       6, 384, 12, 1536, 30522)
   count = sum(x.size for x in jax.tree_util.tree_leaves(params))
   assert count == 22_713_216  # all-MiniLM-L6-v2's 22.7M parameters, pooler included
+
+
+# RoBERTa, DistilBERT, ModernBERT without PyTorch (their parity against transformers is in
+# test_hf_encoders.py).
+
+
+def test_every_supported_model_type_has_a_format():
+  from attnjax.pretrained import SUPPORTED_MODEL_TYPES  # pylint: disable=import-outside-toplevel
+  from attnjax.pretrained.formats import ENCODER_FORMATS  # pylint: disable=import-outside-toplevel
+  assert sorted(SUPPORTED_MODEL_TYPES) == ENCODER_FORMATS.names()
+
+
+def _random_params(model):
+  """Random float32 numpy parameters of ``model``'s shapes (no compile: a round trip test
+  needs distinct values, not trained ones)."""
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                             jnp.ones((2, 5), jnp.int32)))["params"]
+  rng = np.random.default_rng(0)
+  return jax.tree_util.tree_map(lambda s: rng.normal(size=s.shape).astype(np.float32), shapes)
+
+
+def _modernbert_hf(**kw):
+  return {"model_type": "modernbert", "vocab_size": 20, "hidden_size": 16,
+          "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 8,
+          "local_attention": 6, "pad_token_id": 0, **kw}
+
+
+def test_modernbert_config_becomes_the_schedule():
+  config = encoder_config_from_hf(_modernbert_hf(rope_parameters={
+      "full_attention": {"rope_type": "default", "rope_theta": 500.0},
+      "sliding_attention": {"rope_type": "default", "rope_theta": 50.0}}))
+  assert (config.global_every, config.local_window, config.rotary_base,
+          config.local_rotary_base) == (3, 6, 500.0, 50.0)
+  assert config.gated_mlp and not config.use_bias and config.skip_first_attention_norm
+  assert [config.is_local_layer(i) for i in range(4)] == [False, True, True, False]
+  every_other = encoder_config_from_hf(_modernbert_hf(
+      layer_types=["full_attention", "sliding_attention"] * 2))
+  assert every_other.global_every == 2 and every_other.rotary_base == 160_000.0
+
+
+@pytest.mark.parametrize("field, value", [
+    ("layer_types", ["sliding_attention", "full_attention"] * 2),
+    ("attention_bias", True),
+    ("rope_parameters", {"full_attention": {"rope_type": "linear", "factor": 2.0}}),
+    ("hidden_activation", "mish"),
+])
+def test_modernbert_config_refuses_what_attnjax_cannot_represent(field, value):
+  with pytest.raises(ValueError, match=f"config.json: {field}="):
+    encoder_config_from_hf(_modernbert_hf(**{field: value}))
+
+
+def test_modernbert_export_fuses_qkv_and_round_trips(tmp_path):
+  config = encoder_config_from_hf(_modernbert_hf(), dropout_rate=0.0)
+  params = _random_params(MaskedLanguageModel(config))
+  out = save_hf_encoder(params, config, tmp_path / "mb", model_type="modernbert")
+  tensors = checkpoint_lib.read_safetensors(out)
+  assert tensors["model.layers.1.attn.Wqkv.weight"].shape == (48, 16)
+  assert "model.layers.0.attn_norm.weight" not in tensors  # ModernBERT's layer 0 has none
+  assert not [n for n in tensors if n.endswith(".bias") and n != "decoder.bias"]
+  loaded_model, loaded = load_hf_encoder(out, with_mlm_head=True)
+  assert loaded_model.config == config
+  _assert_trees_equal(loaded, params)
+
+
+def _shapes(config):
+  """Parameter shapes only: the refusals below come before any value is read."""
+  return jax.eval_shape(lambda: BertEncoder(config).init(
+      jax.random.PRNGKey(0), jnp.ones((2, 5), jnp.int32)))["params"]
+
+
+def test_export_refuses_an_architecture_the_model_type_cannot_express(tmp_path):
+  modern = encoder_config_from_hf(_modernbert_hf())
+  with pytest.raises(ValueError, match="EncoderConfig.pre_layer_norm=True cannot be exported as "
+                                       "BERT"):
+    save_hf_encoder(_shapes(modern), modern, tmp_path / "a")
+  bert = _bert_config()
+  with pytest.raises(ValueError, match="EncoderConfig.pre_layer_norm=False cannot be exported "
+                                       "as ModernBERT"):
+    save_hf_encoder(_shapes(bert), bert, tmp_path / "b", model_type="modernbert")
+  with pytest.raises(ValueError, match="type_vocab_size=2 cannot be exported as DistilBERT"):
+    save_hf_encoder(_shapes(bert), bert, tmp_path / "c", model_type="distilbert")
+  with pytest.raises(ValueError, match="model_type='albert' is not supported"):
+    save_hf_encoder(_shapes(bert), bert, tmp_path / "d", model_type="albert")
+  assert not any((tmp_path / d).exists() for d in "abcd")
+
+
+def test_roberta_positions_start_after_the_padding_id(tmp_path):
+  config = _bert_config(type_vocab_size=1, pad_id=1, layer_norm_epsilon=1e-5)
+  params = _random_params(BertEncoder(config))
+  out = save_hf_encoder(params, config, tmp_path / "rb", model_type="roberta")
+  hf = json.loads((out / "config.json").read_text())
+  assert (hf["model_type"], hf["max_position_embeddings"]) == ("roberta", 16 + 2)
+  table = checkpoint_lib.read_safetensors(out)["embeddings.position_embeddings.weight"]
+  np.testing.assert_array_equal(table[2:], params["encoder"]["embeddings"]["position_embeddings"])
+  _, loaded = load_hf_encoder(out, check_tokenizer=False)
+  _assert_trees_equal(loaded, params)
