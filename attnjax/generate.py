@@ -446,7 +446,8 @@ def load_generator(checkpoint: str) -> LoadedGenerator:
       config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
     except ValueError as e:
       raise ValueError(f"{config_file}: not valid JSON: {e}") from e
-    info = data_lib.get_dataset_info(config.data)
+    # The run's own dataset variant (tokenizer, lengths) decides the vocabulary and positions.
+    info = data_lib.get_dataset_info(data_lib.resolve_data_config(config.data))
     model = tasks.build_task(config, info).model
     if not _is_decoder(model):
       raise ValueError(f"{path} holds a {type(model).__name__} "

@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 import ml_collections
+import numpy as np
 
 from attnjax import data as data_lib
 from attnjax.registry import Registry
@@ -153,4 +154,103 @@ def metrics_evaluator(context: Context, *, name: str, split: str, batch_size: in
         process_index=jax.process_index(), process_count=jax.process_count())
     return context.evaluate(eval_fn, state, batches, strategy.put_batch,
                             finalize=task.finalize, gathers_outputs=task.gathers_outputs)
+  return run
+
+
+_DECODE_OPTIONS = ("method", "num_beams", "length_penalty", "temperature", "top_k", "top_p",
+                   "max_new_tokens", "num_examples", "prompt_length", "seed")
+
+
+def _token_text(tokenizer: Any, ids: Any, special: set[int]) -> str:
+  """Text of token ids up to the first EOS (special ids dropped)."""
+  kept = [int(i) for i in ids if int(i) not in special]
+  return tokenizer.decode(kept) if tokenizer is not None else " ".join(map(str, kept))
+
+
+def _until(ids: Any, eos_id: int, pad_id: int) -> list[int]:
+  out = []
+  for i in ids:
+    i = int(i)
+    if i == eos_id:
+      break
+    if i != pad_id:
+      out.append(i)
+  return out
+
+
+@EVALUATORS.register("decode")
+def decode_evaluator(context: Context, *, name: str, split: str, batch_size: int,
+                     options: Mapping[str, Any]) -> Callable[[Any], Metrics]:
+  """Generation (:func:`attnjax.generate.generate`) scored against the split's targets.
+
+  ``seq2seq``: the source (``inputs``) is encoded and the target generated. ``causal_lm``:
+  the first ``prompt_length`` tokens of each row are the prompt and the row's next
+  ``max_new_tokens`` targets the reference. Metrics: ``exact_match``, ``bleu`` (0-100,
+  sacrebleu) and ``rouge_l`` (0-1), on the dataset's tokenizer's text, plus
+  ``num_examples``.
+
+  Options: ``method`` (greedy | beam | sample), ``num_beams``, ``length_penalty``,
+  ``temperature``, ``top_k``, ``top_p``, ``seed``, ``max_new_tokens`` (default: the target
+  length), ``num_examples`` (0 = the whole split), ``prompt_length`` (causal_lm).
+  """
+  unknown = sorted(set(options) - set(_DECODE_OPTIONS))
+  if unknown:
+    raise ValueError(f"config.evals.{name}: unknown options {unknown} for type 'decode'; "
+                     f"known: {', '.join(_DECODE_OPTIONS)}")
+  task, info = context.task, context.info
+  if not task.decoder:
+    raise ValueError(f"config.evals.{name}: type 'decode' generates text; task {task.name!r} "
+                     "does not (use causal_lm or seq2seq)")
+  if jax.process_count() > 1:
+    raise ValueError(f"config.evals.{name}: type 'decode' runs in one process (got "
+                     f"{jax.process_count()})")
+  from attnjax.generate import generate  # pylint: disable=import-outside-toplevel
+  from attnjax.train import metrics as metrics_lib  # pylint: disable=import-outside-toplevel
+  options = dict(options)
+  target_length = info.features["targets"].shape[-1]
+  prompt_length = int(options.pop("prompt_length", 0))
+  if task.name == "causal_lm" and not 0 < prompt_length < info.max_length:
+    raise ValueError(f"config.evals.{name}.prompt_length={prompt_length} must be in "
+                     f"(0, {info.max_length}) for causal_lm")
+  max_new = int(options.pop("max_new_tokens", 0) or
+                (target_length if task.name == "seq2seq" else info.max_length - prompt_length))
+  num_examples = int(options.pop("num_examples", 0))
+  seed = int(options.pop("seed", 0))
+  tokenizer = data_lib.dataset_tokenizer(context.data_config)
+  eos, pad = info.eos_id, info.pad_id
+  special = {i for i in (info.pad_id, info.bos_id, info.eos_id) if i >= 0}
+
+  def run(state) -> Metrics:
+    params = context.params_for_host(state)
+    batches = data_lib.make_eval_iterator(context.data_config, split=split,
+                                          global_batch_size=batch_size)
+    predictions, references = [], []
+    for batch in batches:
+      real = np.asarray(batch["weight"]) > 0
+      if task.name == "seq2seq":
+        sources = [_until(row, eos, pad) + ([eos] if eos >= 0 else [])
+                   for row in np.asarray(batch["inputs"])[real]]
+        refs = [_until(row, eos, pad) for row in np.asarray(batch["targets"])[real]]
+      else:
+        rows = np.asarray(batch["inputs"])[real]
+        targets = np.asarray(batch["targets"])[real]
+        sources = [_until(row[:prompt_length], -1, pad) for row in rows]
+        refs = [_until(row[prompt_length - 1:prompt_length - 1 + max_new], eos, pad)
+                for row in targets]
+      keep = [i for i, s in enumerate(sources) if s]
+      if not keep:
+        continue
+      out = generate(task.model, params, [sources[i] for i in keep], max_new_tokens=max_new,
+                     eos_id=eos if eos >= 0 else None, rng=jax.random.PRNGKey(seed), **options)
+      for row, i in zip(out.tokens, keep):
+        predictions.append(_token_text(tokenizer, _until(row, eos, pad), special))
+        references.append(_token_text(tokenizer, refs[i], special))
+      if num_examples and len(predictions) >= num_examples:
+        break
+    if num_examples:
+      predictions, references = predictions[:num_examples], references[:num_examples]
+    if not predictions:
+      raise ValueError(f"evaluator {name!r}: split {split!r} gave no example to decode")
+    return {**metrics_lib.text_metrics(predictions, references),
+            "num_examples": len(predictions)}
   return run
