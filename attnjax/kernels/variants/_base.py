@@ -38,6 +38,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from attnjax.kernels import _common
 
@@ -246,6 +247,13 @@ def refuse_decode(fn: str, why: str) -> ValueError:
                     f"supported: {why}")
 
 
+def check_int(fn: str, name: str, value: Any, minimum: int) -> int:
+  """``value`` if it is an int (not a bool) ``>= minimum``; else a ValueError naming it."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ValueError(f"{fn}: {name} must be an int >= {minimum}, got {value!r}")
+  return int(value)
+
+
 def refuse(fn: str, option: str, why: str) -> ValueError:
   """The error for an option a kernel cannot honour; the message starts with its name."""
   return ValueError(f"{fn}: option {option} is not supported: {why}")
@@ -344,9 +352,16 @@ def safe_divide(num: jax.Array, den: jax.Array) -> jax.Array:
 
 
 def exact_options(fn: str, options: Mapping[str, Any],
-                  refused: Mapping[str, str] | None = None) -> dict[str, Any]:
-  """Checks options forwarded to ``dot_product_attention``: known names, none refused."""
-  refused = refused or {}
+                  refused: Mapping[str, str] | None = None, *,
+                  returns_residual: bool = False) -> dict[str, Any]:
+  """Checks options forwarded to ``dot_product_attention``: known names, none refused.
+
+  ``return_residual`` is refused unless the kernel returns ``dot_product_attention``'s
+  result as it is (``returns_residual``): the others transform the output.
+  """
+  defaults = {} if returns_residual else {
+      "return_residual": "this kernel returns only its output (no log-sum-exp)"}
+  refused = {**defaults, **(refused or {})}
   # Imported here: dot_product imports nothing from variants, but keep _base importable alone.
   from attnjax.kernels import dot_product  # pylint: disable=g-import-not-at-top
   dot_product_attention = dot_product.dot_product_attention

@@ -122,6 +122,8 @@ def reformer_attention(
   _same_length(fn, p)
   if num_buckets < 2 or num_buckets % 2:
     raise ValueError(f"{fn}: num_buckets must be an even int >= 2, got {num_buckets}")
+  chunk_size = _base.check_int(fn, "chunk_size", chunk_size, 1)
+  num_hashes = _base.check_int(fn, "num_hashes", num_hashes, 1)
   b, kh, g, t, d = p.query.shape
   c = min(chunk_size, t)
   n = -(-t // c)
@@ -186,6 +188,7 @@ def reformer_attention(
 
 def _sinkhorn_spec(*, num_heads: int, head_dim: int, kv_len: int, block_size: int = 64,
                    **_: Any) -> dict[str, _base.ParamSpec]:
+  block_size = _base.check_int("sinkhorn_attention", "block_size", block_size, 1)
   nb = -(-kv_len // block_size)
   return {"sort_net": _base.ParamSpec((num_heads, head_dim, nb), _base.normal(head_dim**-0.5),
                                       "block summary -> sorting logits over blocks")}

@@ -314,6 +314,9 @@ def performer_attention(
   rng = feature_rng if (redraw_features and feature_rng is not None) else jax.random.PRNGKey(
       int(feature_seed))
   w = orthogonal_features(rng, num_features, d, orthogonal).astype(p.compute_dtype)
+  if not p.scale > 0:
+    raise _base.refuse(fn, "scale", f"FAVOR+ estimates exp(scale q.k) with features of "
+                       f"sqrt(scale) q and sqrt(scale) k, so scale must be > 0, got {p.scale}")
   root = math.sqrt(p.scale)
   km = _base.key_mask(p)
   phi_q = favor_features(_base.compute(p, p.query) * root, w, is_query=True,

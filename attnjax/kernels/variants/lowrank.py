@@ -19,6 +19,7 @@ from attnjax.kernels.variants import scoring
 
 def _linformer_spec(*, num_kv_heads: int, kv_len: int, projected_length: int = 64,
                     **_: Any) -> dict[str, _base.ParamSpec]:
+  _base.check_int("linformer_attention", "projected_length", projected_length, 1)
   init = _base.normal(kv_len**-0.5)
   return {
       "proj_key": _base.ParamSpec((num_kv_heads, kv_len, projected_length), init,

@@ -54,7 +54,11 @@ def _cosine_spec(*, num_heads: int, learnable_scale: bool = False, scale: float 
                  temperature: float | None = None, **_: Any) -> dict[str, _base.ParamSpec]:
   if not learnable_scale:
     return {}
-  init = math.log(_cosine_multiplier("cosine_attention", scale, temperature))
+  tau = _cosine_multiplier("cosine_attention", scale, temperature)
+  if not isinstance(tau, float) or not tau > 0:
+    raise ValueError("cosine_attention: learnable_scale starts from log(scale), so scale must "
+                     f"be a positive number, got {tau}")
+  init = math.log(tau)
   return {"logit_scale": _base.ParamSpec((num_heads,), _base.constant(init),
                                          "per-head log logit scale (Swin v2), clamped")}
 
@@ -170,7 +174,7 @@ def unscaled_dot_product_attention(
   if scale is not None:
     raise _base.refuse(fn, "scale", "this kernel is the dot product with scale fixed at 1; "
                        "use 'dot_product' for another scale")
-  opts = _base.exact_options(fn, options)
+  opts = _base.exact_options(fn, options, returns_residual=True)
   return dot_product_attention(
       query, key, value, bias, mask, scale=1.0, is_causal=is_causal, dropout_rate=dropout_rate,
       dropout_rng=dropout_rng, deterministic=deterministic, broadcast_dropout=broadcast_dropout,
@@ -240,7 +244,8 @@ def general_attention(
 
 def _additive_spec(*, num_heads: int, head_dim: int, attention_dim: int | None = None,
                    **_: Any) -> dict[str, _base.ParamSpec]:
-  a = attention_dim or head_dim
+  a = head_dim if attention_dim is None else _base.check_int(
+      "additive_attention", "attention_dim", attention_dim, 1)
   return {
       "w_query": _base.ParamSpec((num_heads, head_dim, a), _base.normal(head_dim**-0.5),
                                  "W_q per head"),

@@ -33,16 +33,13 @@ _PATTERN_OWNED = {
 }
 
 
-def _check_int(fn: str, name: str, value: Any, minimum: int) -> int:
-  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-    raise ValueError(f"{fn}: {name} must be an int >= {minimum}, got {value!r}")
-  return value
+_check_int = _base.check_int
 
 
 def _run(fn: str, pattern: Any, query, key, value, bias, mask, *, scale, is_causal,
          dropout_rate, dropout_rng, deterministic, broadcast_dropout, dtype, precision, module,
          options) -> jax.Array:
-  opts = _base.exact_options(fn, options, _PATTERN_OWNED)
+  opts = _base.exact_options(fn, options, _PATTERN_OWNED, returns_residual=True)
   return dot_product_attention(
       query, key, value, bias, mask, scale=scale, is_causal=is_causal,
       sparsity_pattern=pattern, dropout_rate=dropout_rate, dropout_rng=dropout_rng,
