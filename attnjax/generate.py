@@ -467,7 +467,8 @@ def load_generator(checkpoint: str) -> LoadedGenerator:
 
 
 def generate_text(loaded: LoadedGenerator, texts: Sequence[str], **options: Any) -> list[str]:
-  """Generates a continuation (decoder-only) or an output (encoder-decoder) per text.
+  """Generates text per input: the prompt and its continuation decoded together
+  (decoder-only), or the output (encoder-decoder).
 
   ``options`` are :func:`generate`'s (``max_new_tokens``, ``method``, ...); ``eos_id``
   defaults to the checkpoint's.
@@ -485,8 +486,10 @@ def generate_text(loaded: LoadedGenerator, texts: Sequence[str], **options: Any)
   options.setdefault("eos_id", loaded.eos_id)
   out = generate(loaded.model, loaded.params, rows, **options)
   texts_out = []
-  for tokens, length in zip(out.tokens, out.lengths):
+  for row, tokens, length in zip(rows, out.tokens, out.lengths):
     ids = [int(t) for t in tokens[:length] if int(t) != options["eos_id"]]
+    if not encoder_decoder:
+      ids = [t for t in row if t != loaded.bos_id] + ids
     texts_out.append(tok.decode(ids, skip_special_tokens=True))
   return texts_out
 
@@ -515,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """Prints one generated text per prompt (prompt + continuation for decoder-only models).
+  """Prints one generated text per input (a decoder-only model's includes its prompt).
 
   Returns the exit status: 0, or 2 with a one-line ``error: ...`` on bad input.
   """
@@ -539,9 +542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)  # one line
     return 2
-  decoder_only = not callable(getattr(loaded.model, "encode", None))
-  for text, out in zip(texts, outputs):
-    print(text + out if decoder_only else out)
+  for out in outputs:
+    print(out)
   return 0
 
 

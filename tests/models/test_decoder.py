@@ -119,7 +119,7 @@ def _cached_logits(model, params, tokens, mask, prompt):
 
 CACHED = {
     # name: (causal_lm fields, kernel options)
-    "causal_learned": (dict(), {}),
+    # Learned positions decode through the GPT-2 comparisons of tests/test_generate.py.
     "window_alibi_rope_t5": (dict(position="rotary", relative_buckets=8,
                                   relative_max_distance=10),
                              dict(local_window_size=(4, 0),
