@@ -372,9 +372,12 @@ def test_export_refuses_an_architecture_the_model_type_cannot_express(tmp_path):
     save_hf_encoder(_shapes(bert), bert, tmp_path / "b", model_type="modernbert")
   with pytest.raises(ValueError, match="type_vocab_size=2 cannot be exported as DistilBERT"):
     save_hf_encoder(_shapes(bert), bert, tmp_path / "c", model_type="distilbert")
+  relative = dataclasses.replace(modern, relative_buckets=8)
+  with pytest.raises(ValueError, match="relative_buckets=8 cannot be exported as ModernBERT"):
+    save_hf_encoder(_shapes(relative), relative, tmp_path / "e", model_type="modernbert")
   with pytest.raises(ValueError, match="model_type='albert' is not supported"):
     save_hf_encoder(_shapes(bert), bert, tmp_path / "d", model_type="albert")
-  assert not any((tmp_path / d).exists() for d in "abcd")
+  assert not any((tmp_path / d).exists() for d in "abcde")
 
 
 def test_roberta_positions_start_after_the_padding_id(tmp_path):

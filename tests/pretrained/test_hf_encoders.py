@@ -1,7 +1,7 @@
 """RoBERTa, DistilBERT and ModernBERT import/export against transformers (PyTorch CPU).
 
 Randomly initialised tiny checkpoints written by transformers' ``save_pretrained``: attnjax
-loads them through ``load_hf_encoder`` and must give transformers' hidden states and
+loads them through ``load_hf_encoder`` / ``load_hf_model`` and must give transformers' hidden states and
 masked-LM logits on a padded batch; its export must load back into transformers (no missing
 or unexpected tensors) with the same outputs. Needs the hf-test extra (torch, transformers).
 """
@@ -16,7 +16,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from attnjax.models import MaskedLanguageModel  # noqa: E402
-from attnjax.pretrained import BertEncoder, load_hf_encoder, save_hf_encoder  # noqa: E402
+from attnjax.pretrained import (BertEncoder, load_hf_encoder, load_hf_model,  # noqa: E402
+                                save_hf_model)
 
 TOL = 1e-4
 VOCAB, SEQ, LENGTHS = 99, 13, (13, 8, 3)
@@ -111,7 +112,13 @@ def test_masked_lm_logits_match_and_export_reloads_in_transformers(checkpoint, t
   print(f"{model_type} masked-LM logits, real tokens: max |diff| = {diff:.2e}")
   assert diff <= TOL
 
-  out = save_hf_encoder(params, model.config, tmp_path / "export", model_type=model_type)
+  # load_hf_model gives the same masked-LM model; save_hf_model writes ModernBERT's options
+  # as ModernBERT by itself, a BERT-layout model as RoBERTa or DistilBERT when told.
+  same, same_params = load_hf_model(directory)
+  assert same.config == model.config
+  jax.tree_util.tree_map(np.testing.assert_array_equal, same_params, params)
+  out = save_hf_model(model, params, tmp_path / "export",
+                      model_type=None if model_type == "modernbert" else model_type)
   hf = json.loads((out / "config.json").read_text())
   assert hf["model_type"] == model_type
   assert hf["architectures"] == [type(ref).__name__]
