@@ -41,7 +41,7 @@ def lm_model(config: ml_collections.ConfigDict, *, layers: int, width: int,
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the code LM experiment (see the module docstring for ``arg``)."""
-  args = parse_arg(arg, steps=1500, layers=4, width=256, max_length=128, vocab=4096,
+  args = parse_arg(arg, steps=1500, layers=3, width=192, max_length=128, vocab=4096,
                    batch=16, lr=1e-3, kernel="dot_product", position="learned", smoke=False)
   config = default_config.get_config()
   config.name = "code_lm"

@@ -54,8 +54,8 @@ def decode_evals(config: ml_collections.ConfigDict, *, every: int, beams: int,
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the code summarisation experiment (see the module docstring for ``arg``)."""
-  args = parse_arg(arg, steps=2000, layers=3, width=256, max_length=192, target_length=24,
-                   vocab=4096, batch=32, lr=7e-4, beams=4, decode_examples=300, smoke=False)
+  args = parse_arg(arg, steps=1500, layers=2, width=192, max_length=128, target_length=24,
+                   vocab=4096, batch=16, lr=1e-3, beams=4, decode_examples=300, smoke=False)
   config = default_config.get_config()
   config.name = "code_summarization"
 
