@@ -11,7 +11,10 @@ Differences from ``jax.nn.dot_product_attention``, all on purpose:
   of the mean of the values;
 * dropout, logit soft cap, segment ids, bottom-right causal alignment, ALiBi and T5
   relative biases, GQA-shaped masks and a ``module`` hook for flax's ``sow_weights``;
-* the log-sum-exp residual is float32 (``-inf`` for fully masked rows).
+* the log-sum-exp residual is float32 (``-inf`` for fully masked rows) and
+  differentiable (``jax.nn`` stops its gradient);
+* numeric masks must hold 0/1 (an additive mask belongs in ``bias``); a NaN or infinite
+  ``scale`` is refused.
 """
 
 from __future__ import annotations
@@ -35,7 +38,10 @@ _common_doc = """
     bias: additive float bias broadcastable to ``[batch..., heads, q_seq, kv_seq]``;
       differentiable.
     mask: boolean, broadcastable to ``[batch..., heads, q_seq, kv_seq]``; True = attend.
-    scale: logit scale; default ``1 / sqrt(head_dim)``.
+      A numeric mask (flax's float 0/1 masks) must hold only 0 and 1 (refused otherwise
+      when its values are known; under ``jit`` it attends where positive).
+    scale: logit scale, finite; default ``1 / sqrt(head_dim)``. May be traced (a
+      learnable temperature): it then multiplies the queries once.
     is_causal: mask keys after the query's diagonal (see ``alignment``).
     alignment: where the diagonal of causal / window masks (and the zero of ALiBi / T5
       distances) sits when ``q_seq != kv_seq``: ``'top_left'`` (query i <-> key i, as

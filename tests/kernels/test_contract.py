@@ -290,3 +290,21 @@ def test_flax_sown_weights_in_the_module_dtype():
         mod.init, sow_weights=True, mutable=["params", "intermediates"]), jax.random.key(0), x)
     dtypes.append(state["intermediates"]["attention_weights"][0].dtype)
   assert dtypes[0] == dtypes[1] == jnp.bfloat16
+
+
+def test_readme_names_exactly_these_kernels():
+  import pathlib  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  text = " ".join((pathlib.Path(__file__).parents[2] / "README.md").read_text().split())
+  para = text[text.index("**As flax's `attention_fn`.**"):text.index("**Differences from")]
+  known = set(kernels.list_kernels())
+
+  def names(pattern):
+    return set(re.findall(r"`(\w+)`", re.search(pattern, para).group(1))) & known
+
+  assert f"All {len(known)} kernels work unchanged" in para
+  assert names(r"with learnable parameters \((.*?)\) create") == LEARNABLE
+  assert names(r"`sow_weights=True` by the \d+ kernels [^(]*\((.*?)\);") == SOW_WEIGHTS_REFUSED
+  assert names(r"approximate kernels (.*?) \(pass") == QUERY_VARYING_MASK_REFUSED
+  assert names(r"cross-attention \(q_seq != kv_seq\) by (.*?), whose") == (
+      CROSS_ATTENTION_REFUSED)
