@@ -33,9 +33,6 @@ _PATTERN_OWNED = {
 }
 
 
-_check_int = _base.check_int
-
-
 def _run(fn: str, pattern: Any, query, key, value, bias, mask, *, scale, is_causal,
          dropout_rate, dropout_rng, deterministic, broadcast_dropout, dtype, precision, module,
          options) -> jax.Array:
@@ -114,7 +111,7 @@ def _sliding_window_pattern(*, window_size: int | tuple[int, int], **_: Any
                             ) -> patterns.DilatedWindow:
   w = (window_size, window_size) if isinstance(window_size, int) else tuple(window_size)
   for v in w:
-    _check_int("sliding_window_attention", "window_size", v, 0)
+    _base.check_int("sliding_window_attention", "window_size", v, 0)
   return patterns.DilatedWindow(w[0], w[1], 1)
 
 
@@ -146,8 +143,8 @@ def sliding_window_attention(
 
 def _dilated_window_pattern(*, window_size: int, dilation: int, **_: Any
                             ) -> patterns.DilatedWindow:
-  _check_int("dilated_window_attention", "window_size", window_size, 0)
-  _check_int("dilated_window_attention", "dilation", dilation, 1)
+  _base.check_int("dilated_window_attention", "window_size", window_size, 0)
+  _base.check_int("dilated_window_attention", "dilation", dilation, 1)
   return patterns.DilatedWindow(window_size, window_size, dilation)
 
 
@@ -178,8 +175,8 @@ def dilated_window_attention(
 
 def _longformer_pattern(*, window_size: int, num_global_tokens: int, **_: Any
                         ) -> patterns.Longformer:
-  _check_int("longformer_attention", "window_size", window_size, 0)
-  _check_int("longformer_attention", "num_global_tokens", num_global_tokens, 0)
+  _base.check_int("longformer_attention", "window_size", window_size, 0)
+  _base.check_int("longformer_attention", "num_global_tokens", num_global_tokens, 0)
   return patterns.Longformer(window_size, window_size, num_global_tokens)
 
 
@@ -213,10 +210,10 @@ def longformer_attention(
 def _bigbird_pattern(*, block_size: int, num_window_blocks: int, num_global_blocks: int,
                      num_random_blocks: int, seed: int, **_: Any) -> patterns.BigBird:
   fn = "bigbird_attention"
-  _check_int(fn, "block_size", block_size, 1)
-  _check_int(fn, "num_window_blocks", num_window_blocks, 1)
-  _check_int(fn, "num_global_blocks", num_global_blocks, 0)
-  _check_int(fn, "num_random_blocks", num_random_blocks, 0)
+  _base.check_int(fn, "block_size", block_size, 1)
+  _base.check_int(fn, "num_window_blocks", num_window_blocks, 1)
+  _base.check_int(fn, "num_global_blocks", num_global_blocks, 0)
+  _base.check_int(fn, "num_random_blocks", num_random_blocks, 0)
   return patterns.BigBird(block_size, num_window_blocks, num_global_blocks, num_random_blocks,
                           int(seed))
 
@@ -254,8 +251,8 @@ def bigbird_attention(
 def _sparse_fixed_pattern(*, block_size: int, summary_size: int, **_: Any
                           ) -> patterns.SparseFixed:
   fn = "sparse_fixed_attention"
-  _check_int(fn, "block_size", block_size, 1)
-  _check_int(fn, "summary_size", summary_size, 0)
+  _base.check_int(fn, "block_size", block_size, 1)
+  _base.check_int(fn, "summary_size", summary_size, 0)
   if summary_size > block_size:
     raise ValueError(f"{fn}: summary_size ({summary_size}) must be <= block_size "
                      f"({block_size})")
@@ -290,7 +287,7 @@ def sparse_fixed_attention(
 
 
 def _sparse_strided_pattern(*, stride: int, **_: Any) -> patterns.SparseStrided:
-  _check_int("sparse_strided_attention", "stride", stride, 1)
+  _base.check_int("sparse_strided_attention", "stride", stride, 1)
   return patterns.SparseStrided(stride)
 
 
