@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from attnjax import kernels
 
-_SETTINGS = settings(max_examples=10, deadline=None, derandomize=True, database=None,
+_SETTINGS = settings(max_examples=8, deadline=None, derandomize=True, database=None,
                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 _EXACT = ["dot_product", "chunked"]
