@@ -7,11 +7,13 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from attnjax import data as data_lib
-from attnjax.layers import EncoderConfig
+from attnjax.layers import Encoder, EncoderConfig
+from attnjax.models import encoder_config, get_preset
 from attnjax.pretrained import BertEncoder, load_hf_encoder, save_hf_encoder
 from attnjax.train import finetune, train_and_evaluate
 from attnjax.train.loop import create_setup, initialise_from_pretrained
@@ -66,6 +68,24 @@ def test_encoder_initialised_from_a_hugging_face_checkpoint(smoke_config, tmp_pa
     if path.endswith("position_embeddings"):
       value = value[:64]  # the checkpoint has 80 positions, digits needs 64
     np.testing.assert_array_equal(np.asarray(got[path]), value)
+
+
+def test_model_fields_from_a_modernbert_checkpoint_rebuild_its_encoder(tmp_path):
+  # The fields config.model takes from a checkpoint carry ModernBERT's options, so the
+  # encoder built from them has the checkpoint's parameter tree (shapes only: no compile).
+  preset = {**get_preset("modernbert_base"), "num_layers": 3, "hidden_size": 16,
+            "num_heads": 2, "mlp_dim": 8, "local_window": 4}
+  enc = EncoderConfig(vocab_size=18, max_length=64, **preset)
+  ids = jnp.ones((1, 4), jnp.int32)
+  shapes = jax.eval_shape(lambda: BertEncoder(enc).init(jax.random.PRNGKey(0), ids))["params"]
+  params = jax.tree_util.tree_map(lambda s: np.ones(s.shape, np.float32), shapes)
+  save_hf_encoder(params, enc, tmp_path / "mb", model_type="modernbert")
+  fields = finetune.model_fields_from_hf(str(tmp_path / "mb"))
+  assert (fields["global_every"], fields["local_window"], fields["gated_mlp"]) == (3, 4, True)
+  built = encoder_config(ml_collections.ConfigDict(fields), vocab_size=18, max_length=64)
+  got = jax.eval_shape(lambda: Encoder(built).init(jax.random.PRNGKey(0), ids))["params"]
+  assert jax.tree_util.tree_map(lambda s: s.shape, got) == jax.tree_util.tree_map(
+      lambda s: s.shape, shapes["encoder"])
 
 
 def test_mismatched_architecture_names_the_leaf(smoke_config, tmp_path):
