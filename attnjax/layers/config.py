@@ -54,6 +54,9 @@ class EncoderConfig:
     local_window: attention span of the local layers, ModernBERT's ``local_attention``:
       query ``i`` sees keys ``j`` with ``|i - j| <= local_window // 2``. 0 (default): no
       schedule, every layer attends globally.
+    positions_from_mask: without explicit ``positions``, token ``i``'s position is the
+      number of real (unmasked) tokens before it, so a left-padded row starts at 0
+      (RoBERTa's numbering); False: ``arange(seq)``. The same for right-padded rows.
     gated_mlp: the feed-forward block is a gated linear unit, ``act(x W_a) * (x W_g)``
       (GeGLU with ``gelu``, SwiGLU with ``silu``); see :class:`FeedForward`.
     skip_first_attention_norm: the first block applies attention to its input without a
@@ -94,6 +97,7 @@ class EncoderConfig:
   local_rotary_base: float | None = None
   global_every: int = 0
   local_window: int = 0
+  positions_from_mask: bool = False
   gated_mlp: bool = False
   skip_first_attention_norm: bool = False
   pad_id: int = 0

@@ -236,6 +236,13 @@ class Encoder(nn.Module):
         raise ValueError(f"attention_mask shape {attention_mask.shape} differs from "
                          f"input_ids shape {input_ids.shape}")
       padding = attention_mask.astype(bool)
+    if positions is None and cfg.positions_from_mask:
+      if input_ids.shape[1] > cfg.max_length:
+        raise ValueError(f"input_ids has length {input_ids.shape[1]} > max_length="
+                         f"{cfg.max_length} (shape {input_ids.shape})")
+      # Real tokens count 0, 1, ... whatever padding precedes them; padding takes the
+      # position of the real token before it (it is masked as a key).
+      positions = jnp.maximum(jnp.cumsum(padding, axis=1, dtype=jnp.int32) - 1, 0)
     x = Embeddings(cfg, name="embeddings")(input_ids, token_type_ids, positions=positions,
                                            word_embeddings=word_embeddings,
                                            deterministic=deterministic)

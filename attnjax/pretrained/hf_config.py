@@ -48,7 +48,8 @@ _BERT_DEFAULTS = {
 # with biases, learned positions, a LayerNorm after the embeddings, one attention everywhere.
 BERT_LIKE_FIXED = dict(pre_layer_norm=False, embedding_layer_norm=True, position="learned",
                        add_cls_token=False, use_bias=True, gated_mlp=False, local_window=0,
-                       skip_first_attention_norm=False, relative_buckets=0)
+                       skip_first_attention_norm=False, relative_buckets=0,
+                       positions_from_mask=False)
 
 # Kernel options that only choose how attention is computed, not what it computes; any other
 # option (windows, causal masks, ALiBi, soft caps, ...) makes a model BERT cannot express.
@@ -143,8 +144,10 @@ def activation(source: str, field: str, value: Any) -> tuple[str, bool]:
 
 def bert_config_from_hf(hf: Mapping[str, Any], *, source: str = "config.json",
                         defaults: Mapping[str, Any] | None = None,
+                        fixed: Mapping[str, Any] | None = None,
                         **overrides: Any) -> EncoderConfig:
-  """BERT's ``config.json`` (or RoBERTa's, with its ``defaults``) as an EncoderConfig."""
+  """BERT's ``config.json`` as an EncoderConfig; RoBERTa's with its ``defaults`` (of absent
+  keys) and ``fixed`` EncoderConfig fields (its position numbering)."""
   cfg = {**_BERT_DEFAULTS, **(defaults or {}), **{k: v for k, v in hf.items() if v is not None}}
 
   def refuse(field: str, why: str):
@@ -183,22 +186,30 @@ def bert_config_from_hf(hf: Mapping[str, Any], *, source: str = "config.json",
       activation=activation,
       exact_gelu=exact_gelu,
       pad_id=cfg["pad_token_id"],
+      **(fixed or {}),
   )
   return formats.make_config(values, overrides, source)
 
 
-def bert_config_to_hf(config: EncoderConfig, *,
-                      architecture: str = "BertModel") -> dict[str, Any]:
+def bert_config_to_hf(config: EncoderConfig, *, architecture: str = "BertModel",
+                      name: str = "BERT",
+                      fixed: Mapping[str, Any] = BERT_LIKE_FIXED) -> dict[str, Any]:
   """The ``config.json`` of a transformers BertModel equal to ``config``.
+
+  Args:
+    config: the encoder's configuration.
+    architecture: the ``architectures`` entry.
+    name: the architecture in error messages (RoBERTa reuses this).
+    fixed: EncoderConfig fields the architecture fixes.
 
   Raises:
     ValueError: naming the EncoderConfig field BERT cannot express.
   """
-  check_exportable(config, "BERT", **BERT_LIKE_FIXED)
+  check_exportable(config, name, **fixed)
   if config.type_vocab_size < 1:
     raise ValueError(f"EncoderConfig.type_vocab_size={config.type_vocab_size} cannot be "
-                     "exported as BERT: it needs at least one token type")
-  act = hidden_act(config, "BERT")
+                     f"exported as {name}: it needs at least one token type")
+  act = hidden_act(config, name)
   return {
       "architectures": [architecture],
       "model_type": "bert",

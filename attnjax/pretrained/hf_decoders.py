@@ -31,7 +31,7 @@ from attnjax.models.decoder import CausalLM
 from attnjax.models.seq2seq import EncoderDecoder
 from attnjax.pretrained import checkpoint
 from attnjax.pretrained import tokenizer as tokenizer_lib
-from attnjax.pretrained.hf_config import _ACTIVATIONS, _NUMERICS_ONLY_OPTIONS
+from attnjax.pretrained.hf_config import _ACTIVATIONS, check_exportable
 from attnjax.pretrained.hf_models import HFArchitecture, register_hf_architecture
 
 Path = tuple[str, ...]
@@ -127,18 +127,9 @@ def _refuse_unused(tensors: Mapping[str, Any], maps: list[TensorMap], ignored: C
                      "(an architecture it does not represent)")
 
 
-def _check_exportable(config: EncoderConfig, arch: str, **want: Any) -> None:
-  for field, value in want.items():
-    if getattr(config, field) != value:
-      raise ValueError(f"EncoderConfig.{field}={getattr(config, field)!r} cannot be exported "
-                       f"as {arch} (needs {value!r})")
-  if config.num_kv_heads not in (None, config.num_heads):
-    raise ValueError(f"EncoderConfig.num_kv_heads={config.num_kv_heads} cannot be exported "
-                     f"as {arch}: no grouped-query attention")
-  semantic = sorted(set(config.kernel_options) - _NUMERICS_ONLY_OPTIONS)
-  if semantic:
-    raise ValueError(f"EncoderConfig.kernel_options {semantic} change what attention "
-                     f"computes; {arch}'s softmax attention cannot express them")
+# EncoderConfig options no decoder architecture here has (ModernBERT's, RoBERTa's numbering).
+_NO_ENCODER_OPTIONS = dict(gated_mlp=False, local_window=0, skip_first_attention_norm=False,
+                           positions_from_mask=False)
 
 
 def _hidden_act(config: EncoderConfig) -> str:
@@ -292,9 +283,9 @@ def _exports_gpt2(model: Any) -> bool:
 def gpt2_hf_config(model: CausalLM) -> dict[str, Any]:
   """The ``config.json`` of a transformers GPT2LMHeadModel equal to ``model``."""
   c = model.config
-  _check_exportable(c, "GPT-2", pre_layer_norm=True, position="learned", use_bias=True,
-                    embedding_layer_norm=False, type_vocab_size=0, add_cls_token=False,
-                    relative_buckets=0, scan_layers=False)
+  check_exportable(c, "GPT-2", pre_layer_norm=True, position="learned", use_bias=True,
+                   embedding_layer_norm=False, type_vocab_size=0, add_cls_token=False,
+                   relative_buckets=0, scan_layers=False, **_NO_ENCODER_OPTIONS)
   return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
           "vocab_size": c.vocab_size, "n_positions": c.max_length, "n_embd": c.hidden_size,
           "n_layer": c.num_layers, "n_head": c.num_heads, "n_inner": c.mlp_dim,
@@ -440,9 +431,9 @@ def bart_hf_config(model: EncoderDecoder) -> dict[str, Any]:
   """The ``config.json`` of a transformers BartForConditionalGeneration equal to ``model``."""
   enc, dec = model.config, model.decoder_config
   for c in (enc, dec):
-    _check_exportable(c, "BART", pre_layer_norm=False, position="learned", use_bias=True,
-                      embedding_layer_norm=True, type_vocab_size=0, add_cls_token=False,
-                      relative_buckets=0, scan_layers=False)
+    check_exportable(c, "BART", pre_layer_norm=False, position="learned", use_bias=True,
+                     embedding_layer_norm=True, type_vocab_size=0, add_cls_token=False,
+                     relative_buckets=0, scan_layers=False, **_NO_ENCODER_OPTIONS)
   if not (model.share_embeddings and model.tie_embeddings):
     raise ValueError("EncoderDecoder without share_embeddings and tie_embeddings cannot be "
                      "exported as BART (one shared table)")

@@ -179,13 +179,12 @@ def _encoder_architecture(model_type: str) -> HFArchitecture:
     return True
 
   def exports(model: nn.Module) -> bool:
-    # A BERT-layout model is written as BERT unless model_type= says RoBERTa or DistilBERT
-    # (both could hold it); one with ModernBERT's options only fits ModernBERT.
+    # The encoder formats are exclusive: BERT has token types and arange positions, RoBERTa
+    # numbers real tokens (positions_from_mask), DistilBERT has no token types, ModernBERT
+    # is pre-LN with its options; so each claims exactly the models it can write.
     if not isinstance(model, (MaskedLanguageModel, BertEncoder)):
       return False
-    if model_type == "bert":
-      return fits(model, "bert")
-    return model_type == "modernbert" and fits(model, "modernbert") and not fits(model, "bert")
+    return fits(model, model_type)
 
   return HFArchitecture(load=load, save=save, exports=exports)
 

@@ -114,7 +114,8 @@ def config_to_hf(config: EncoderConfig, *,
   hf_config.check_exportable(config, "ModernBERT", pre_layer_norm=True,
                              embedding_layer_norm=True, position="rotary",
                              add_cls_token=False, type_vocab_size=0, gated_mlp=True,
-                             skip_first_attention_norm=True, relative_buckets=0)
+                             skip_first_attention_norm=True, relative_buckets=0,
+                             positions_from_mask=False)
   act = hf_config.hidden_act(config, "ModernBERT")
   local_base = config.rotary_base if config.local_rotary_base is None else config.local_rotary_base
   return {

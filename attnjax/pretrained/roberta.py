@@ -4,9 +4,10 @@ RoBERTa is a post-LN BERT encoder whose position ids start at ``pad_token_id + 1
 (transformers counts the non-padding tokens: ``cumsum(ids != pad) + pad``) and whose
 token-type table usually has one row. attnjax keeps the rows from ``pad_token_id + 1`` on as
 its position table, so that position ``i`` of an attnjax encoder is RoBERTa's
-``pad_token_id + 1 + i``: right-padded batches (what tokenizers produce) give RoBERTa's
-hidden states exactly, and the encoder drops into any attnjax model unchanged. The rows
-before it are read only at padding positions; an export writes them as zeros.
+``pad_token_id + 1 + i``, and sets ``EncoderConfig.positions_from_mask`` (token ``i``'s
+position is the number of real tokens before it): left- or right-padded batches give
+RoBERTa's hidden states on every real token. The rows before the offset are read only at
+padding positions; an export writes them as zeros.
 
 Tensor names: ``embeddings.*``, ``encoder.layer.*`` and ``pooler.*`` as BERT, under
 ``roberta.`` in RobertaForMaskedLM, whose head is ``lm_head.{dense, layer_norm, bias}``
@@ -24,6 +25,8 @@ from attnjax.pretrained import checkpoint, formats, hf_config
 
 #: RobertaConfig's defaults where they differ from BertConfig's.
 _ROBERTA_DEFAULTS = {"vocab_size": 50265, "pad_token_id": 1}
+# RoBERTa numbers the real tokens only (cumsum of the non-padding ones).
+_FIXED = {"positions_from_mask": True}
 
 
 def _offset(config: EncoderConfig) -> int:
@@ -42,12 +45,13 @@ def config_from_hf(hf: Mapping[str, Any], *, source: str = "config.json",
                            f"RoBERTa's positions start at pad_token_id + 1 = {offset}")
   return hf_config.bert_config_from_hf(
       {**cfg, "max_position_embeddings": rows - offset}, source=source,
-      defaults=_ROBERTA_DEFAULTS, **overrides)
+      defaults=_ROBERTA_DEFAULTS, fixed=_FIXED, **overrides)
 
 
 def config_to_hf(config: EncoderConfig, *, architecture: str = "RobertaModel") -> dict[str, Any]:
   """The ``config.json`` of a transformers RobertaModel equal to ``config``."""
-  hf = hf_config.bert_config_to_hf(config, architecture=architecture)
+  hf = hf_config.bert_config_to_hf(config, architecture=architecture, name="RoBERTa",
+                                   fixed={**hf_config.BERT_LIKE_FIXED, **_FIXED})
   hf.update(model_type="roberta", max_position_embeddings=config.max_length + _offset(config),
             bos_token_id=0, eos_token_id=2)
   return hf

@@ -321,7 +321,7 @@ def model_fields_from_hf(hf_path: str) -> dict[str, Any]:
           "attention_dropout_rate", "pre_layer_norm", "position", "add_cls_token",
           "type_vocab_size", "embedding_layer_norm", "layer_norm_epsilon", "activation",
           "exact_gelu", "use_bias", "rotary_base", "local_rotary_base", "global_every",
-          "local_window", "gated_mlp", "skip_first_attention_norm")
+          "local_window", "gated_mlp", "skip_first_attention_norm", "positions_from_mask")
   return {k: getattr(enc, k) for k in keys}
 
 

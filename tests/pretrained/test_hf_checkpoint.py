@@ -381,12 +381,16 @@ def test_export_refuses_an_architecture_the_model_type_cannot_express(tmp_path):
 
 
 def test_roberta_positions_start_after_the_padding_id(tmp_path):
-  config = _bert_config(type_vocab_size=1, pad_id=1, layer_norm_epsilon=1e-5)
+  config = _bert_config(type_vocab_size=1, pad_id=1, layer_norm_epsilon=1e-5,
+                        positions_from_mask=True)
   params = _random_params(BertEncoder(config))
   out = save_hf_encoder(params, config, tmp_path / "rb", model_type="roberta")
   hf = json.loads((out / "config.json").read_text())
   assert (hf["model_type"], hf["max_position_embeddings"]) == ("roberta", 16 + 2)
   table = checkpoint_lib.read_safetensors(out)["embeddings.position_embeddings.weight"]
   np.testing.assert_array_equal(table[2:], params["encoder"]["embeddings"]["position_embeddings"])
-  _, loaded = load_hf_encoder(out, check_tokenizer=False)
+  model, loaded = load_hf_encoder(out, check_tokenizer=False)
+  assert model.config == config  # positions_from_mask=True: RoBERTa numbers real tokens
   _assert_trees_equal(loaded, params)
+  with pytest.raises(ValueError, match="positions_from_mask=True cannot be exported as BERT"):
+    save_hf_encoder(params, config, tmp_path / "bert")

@@ -20,7 +20,7 @@ from attnjax.pretrained import (BertEncoder, load_hf_encoder, load_hf_model,  # 
                                 save_hf_model)
 
 TOL = 1e-4
-VOCAB, SEQ, LENGTHS = 99, 13, (13, 8, 3)
+VOCAB, SEQ, LENGTHS = 99, 13, (13, 8, 3, 5)
 
 
 def _roberta():
@@ -69,7 +69,8 @@ def checkpoint(request, tmp_path_factory):
   rng = np.random.default_rng(0)
   ids = rng.integers(4, VOCAB, (len(LENGTHS), SEQ)).astype(np.int32)
   mask = (np.arange(SEQ)[None] < np.array(LENGTHS)[:, None]).astype(np.int32)
-  ids = np.where(mask == 1, ids, pad).astype(np.int32)  # right padding with the pad id
+  mask[-1] = mask[-1, ::-1]  # the last row is left-padded (RoBERTa numbers real tokens)
+  ids = np.where(mask == 1, ids, pad).astype(np.int32)  # padding with the pad id
   return model_type, directory, model, {"input_ids": ids, "attention_mask": mask}
 
 
@@ -112,13 +113,11 @@ def test_masked_lm_logits_match_and_export_reloads_in_transformers(checkpoint, t
   print(f"{model_type} masked-LM logits, real tokens: max |diff| = {diff:.2e}")
   assert diff <= TOL
 
-  # load_hf_model gives the same masked-LM model; save_hf_model writes ModernBERT's options
-  # as ModernBERT by itself, a BERT-layout model as RoBERTa or DistilBERT when told.
+  # load_hf_model gives the same masked-LM model; save_hf_model finds its architecture.
   same, same_params = load_hf_model(directory)
   assert same.config == model.config
   jax.tree_util.tree_map(np.testing.assert_array_equal, same_params, params)
-  out = save_hf_model(model, params, tmp_path / "export",
-                      model_type=None if model_type == "modernbert" else model_type)
+  out = save_hf_model(model, params, tmp_path / "export")
   hf = json.loads((out / "config.json").read_text())
   assert hf["model_type"] == model_type
   assert hf["architectures"] == [type(ref).__name__]
