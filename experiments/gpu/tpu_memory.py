@@ -5,7 +5,8 @@ chips it compiles the train step of ``tests/test_export.py``'s BERT-base config 
 seq 512, bfloat16, batch 8, ``scan_layers`` for a tractable compile) and prints the
 compiled memory analysis per device against the chip's 16 GiB of HBM:
 
-  JAX_PLATFORMS=cpu TPU_WORKER_HOSTNAMES=localhost python experiments/gpu/tpu_memory.py \
+  JAX_PLATFORMS=cpu TPU_WORKER_HOSTNAMES=localhost ALLOW_MULTIPLE_LIBTPU_LOAD=1 \
+      python experiments/gpu/tpu_memory.py \
       --meshes 2,2,1 2,1,2
 """
 
