@@ -37,9 +37,10 @@ def _mesh() -> Any:
 
 
 def axis_size() -> int:
-  """Size of the context mesh's ``sequence`` axis (1 without a mesh or that axis)."""
+  """Size of the context mesh's ``sequence`` axis (1 without a mesh or that axis, or
+  inside a ``shard_map`` that already made it manual)."""
   mesh = _mesh()
-  if mesh is None or AXIS not in mesh.axis_names:
+  if mesh is None or AXIS not in mesh.axis_names or AXIS in getattr(mesh, "manual_axes", ()):
     return 1
   return int(mesh.shape[AXIS])
 
