@@ -160,3 +160,22 @@ def test_every_registered_kernel_exports_for_cuda_and_tpu(name):
   exp = export.export(jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3))),
                       platforms=["cuda", "tpu"])(q, q, q, params)
   assert exp.platforms == ("cuda", "tpu")
+
+
+def test_gpu_benchmark_dry_run_lowers_every_path_for_cuda(tmp_path, monkeypatch):
+  """experiments/gpu/bench.py --dry_run --tiny: every path lowered or refused with a reason."""
+  import json  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  from experiments.gpu import bench  # pylint: disable=import-outside-toplevel
+  out = tmp_path / "results.json"
+  monkeypatch.setattr(sys, "argv", ["bench.py", "--dry_run", "--tiny", "--out", str(out)])
+  bench.main()
+  rows = json.loads(out.read_text())["rows"]
+  attention = [r for r in rows if r["bench"] == "attention"]
+  assert len(attention) == 3 * len(bench.ATTENTION_PATHS) * 2
+  for r in attention:
+    assert r.get("lowered_for") == "cuda" or r.get("skipped"), r
+  lowered = {r["path"] for r in attention if r.get("lowered_for")}
+  assert {"attnjax auto", "attnjax pallas", "attnjax chunked"} <= lowered
+  assert next(r for r in rows if r["bench"] == "bert_base_train")["lowered_for"] == "cuda"
+  assert (tmp_path / "results.md").exists()

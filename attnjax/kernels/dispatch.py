@@ -14,6 +14,8 @@ Implementations (each backend's constraints live next to its code and are listed
   (``pallas_gpu.unsupported``: causal and segment ids, no bias/mask/window); on TPU
   the splash attention of ``jax.experimental.pallas.ops.tpu`` (``pallas_tpu.unsupported``:
   causal, windows, sparsity patterns, segment ids, soft cap, GQA).
+* ``'ring'``: under a mesh (``jax.set_mesh``) with a ``sequence`` axis, ring attention over
+  it (``ring.py``: sequence / context parallelism; each shard on one of the above).
 
 :func:`choose_implementation` never drops an option silently: an explicit choice that
 cannot honour the call raises ``ValueError`` naming the constraint, and the automatic
@@ -35,7 +37,7 @@ import jax.numpy as jnp
 
 from attnjax.kernels import _common
 
-IMPLEMENTATION_NAMES = ("xla", "chunked", "cudnn", "pallas")
+IMPLEMENTATION_NAMES = ("xla", "chunked", "cudnn", "pallas", "ring")
 PLATFORMS = ("cpu", "gpu", "tpu")
 
 # Dense logits (per call, float32 bytes) from which the chunked path is chosen on CPU.
@@ -162,6 +164,7 @@ def unsupported(p: _common.Problem, name: str, *, return_residual: bool = False,
   from attnjax.kernels import backends  # pylint: disable=g-import-not-at-top
   from attnjax.kernels import pallas_gpu  # pylint: disable=g-import-not-at-top
   from attnjax.kernels import pallas_tpu  # pylint: disable=g-import-not-at-top
+  from attnjax.kernels import ring  # pylint: disable=g-import-not-at-top
 
   if tgt is None:
     tgt = Target(platform) if platform is not None else current_target()
@@ -176,6 +179,8 @@ def unsupported(p: _common.Problem, name: str, *, return_residual: bool = False,
                "pattern masks")
   if why:
     return why
+  if name == "ring":
+    return ring.unsupported(p)
   if name == "cudnn":
     return backends.cudnn_unsupported(p, tgt, return_residual=return_residual)
   if tgt.platform == "tpu":
@@ -195,10 +200,11 @@ def choose_implementation(
     block_kv: int | None = None,
     return_residual: bool = False,
     fn: str = "dot_product_attention",
+    allow_ring: bool = True,
 ) -> Choice:
   """Picks the implementation for a validated problem, or raises why it cannot.
 
-  Automatic order: on GPU cuDNN, then Pallas (fp16/bf16 only: its float32 matmuls run in
+  Automatic order: ring attention under a mesh with a ``sequence`` axis; on GPU cuDNN, then Pallas (fp16/bf16 only: its float32 matmuls run in
   TF32); on TPU Pallas splash attention; then the dense or chunked XLA path by the size of
   the dense logits. A fused backend is picked only when :func:`unsupported` lists nothing
   for it, so the automatic choice never routes a call that the backend would refuse.
@@ -210,6 +216,7 @@ def choose_implementation(
     block_kv: chunked / Pallas key/value block size.
     return_residual: whether the caller wants the log-sum-exp.
     fn: the public function name, for error messages.
+    allow_ring: consider ring attention (False for the shards inside it).
 
   Returns:
     A :class:`Choice` with the name and a reason.
@@ -218,6 +225,7 @@ def choose_implementation(
     ValueError: unknown implementation, or an explicit one that cannot honour the call.
   """
   from attnjax.kernels import chunked  # pylint: disable=g-import-not-at-top
+  from attnjax.kernels import ring  # pylint: disable=g-import-not-at-top
 
   if implementation is not None and implementation not in IMPLEMENTATION_NAMES:
     raise ValueError(f"{fn}: implementation must be None or one of {IMPLEMENTATION_NAMES}, got "
@@ -243,6 +251,11 @@ def choose_implementation(
     bq, bk = chunked.default_blocks(p, block_q, block_kv, fn=fn)
     return Choice("chunked", "block_q/block_kv were given", bq, bk, **extra)
   platform = tgt.platform
+  if allow_ring and ring.axis_size() > 1:
+    ring_why = unsupported(p, "ring", tgt=tgt)
+    if not ring_why:
+      return Choice("ring", f"mesh axis {ring.AXIS!r} of size {ring.axis_size()}: ring "
+                    "attention over the sequence shards", **extra)
   low_precision = jnp.dtype(p.out_dtype).name in ("float16", "bfloat16")
   if platform == "gpu":
     cudnn_why = unsupported(p, "cudnn", return_residual=return_residual, tgt=tgt)
@@ -277,6 +290,10 @@ def get_implementation(name: str) -> Callable[[_common.Problem, Choice], Any]:
   if not IMPLEMENTATIONS:
     from attnjax.kernels import backends  # pylint: disable=g-import-not-at-top
     from attnjax.kernels import chunked  # pylint: disable=g-import-not-at-top
+    from attnjax.kernels import dot_product  # pylint: disable=g-import-not-at-top
+    from attnjax.kernels import ring  # pylint: disable=g-import-not-at-top
+    IMPLEMENTATIONS["xla"] = lambda p, choice: dot_product._dense(p)[:2]  # pylint: disable=protected-access
+    IMPLEMENTATIONS["ring"] = ring.run
     IMPLEMENTATIONS["chunked"] = chunked.run_chunked
     IMPLEMENTATIONS["cudnn"] = backends.run_cudnn
     IMPLEMENTATIONS["pallas"] = backends.run_pallas

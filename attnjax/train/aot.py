@@ -35,6 +35,8 @@ class AbstractStep:
     batch: ``{'inputs', 'label'}`` as ``ShapeDtypeStruct`` (global batch).
     strategy: the strategy (mesh, placement).
     num_params: parameter count.
+    init_state: the loop's pure ``init_state(rng) -> TrainState`` (to run the step too:
+      ``strategy.init_state(init_state, jax.eval_shape(init_state, rng), rng)``).
   """
 
   step: Callable[..., Any]
@@ -42,6 +44,7 @@ class AbstractStep:
   batch: dict[str, jax.ShapeDtypeStruct]
   strategy: Strategy
   num_params: int
+  init_state: Callable[[jax.Array], Any]
 
 
 def abstract_train_step(config: ml_collections.ConfigDict, info: DatasetInfo, *,
@@ -78,4 +81,4 @@ def abstract_train_step(config: ml_collections.ConfigDict, info: DatasetInfo, *,
       "label": jax.ShapeDtypeStruct((b,), jnp.int32, sharding=batch_sharding),
   }
   num_params = sum(x.size for x in jax.tree_util.tree_leaves(abstract_state.params))
-  return AbstractStep(step, state, batch, strategy, int(num_params))
+  return AbstractStep(step, state, batch, strategy, int(num_params), setup.init_state)

@@ -10,7 +10,7 @@
   parameters are sharded by :data:`PARAM_RULES`: matrices over ``fsdp`` (ZeRO-3 style) and
   attention heads and MLP hidden units over ``tensor`` (Megatron-style tensor parallelism).
   XLA inserts the collectives. With ``sequence > 1`` the step is traced under the mesh
-  (``jax.set_mesh``) and exact attention runs as ring attention over the ``sequence`` axis
+  (``jax.sharding.use_abstract_mesh``) and exact attention runs as ring attention over the ``sequence`` axis
   (``attnjax.kernels.ring``: queries, keys and values split along the sequence). This is
   the primary path, on one host or many.
 
@@ -176,7 +176,8 @@ class Strategy:
       return fn
 
     def traced_under_mesh(*args):
-      with jax.set_mesh(self.mesh):
+      # jax.set_mesh is refused inside jit; the abstract mesh is what shard_map reads.
+      with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
         return fn(*args)
     return traced_under_mesh
 
