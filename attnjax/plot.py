@@ -29,15 +29,19 @@ def main(argv: Sequence[str] | None = None) -> int:
   if not os.path.isdir(directory):
     print(f"error: {directory!r} is not a directory", file=sys.stderr)
     return 2
-  if plots.is_workdir(directory):
-    written = [plots.plot_curves(directory, out_dir=args.out)]
-  elif plots.sweep_runs(directory):
-    written = plots.plot_sweep(directory, out_dir=args.out)
-    # Each run's own curves too, where the train loop has not drawn them (e.g. a crash).
-    written += [plots.plot_curves(run) for run in plots.sweep_runs(directory)]
-  else:
-    print(f"error: {directory!r} has no metrics.jsonl and no subdirectory with one: it is "
-          "neither a run nor a sweep", file=sys.stderr)
+  try:
+    if plots.is_workdir(directory):
+      written = [plots.plot_curves(directory, out_dir=args.out)]
+    elif plots.sweep_runs(directory):
+      written = plots.plot_sweep(directory, out_dir=args.out)
+      # Each run's own curves too, where the train loop has not drawn them (e.g. a crash).
+      written += [plots.plot_curves(run) for run in plots.sweep_runs(directory)]
+    else:
+      print(f"error: {directory!r} has no metrics.jsonl and no subdirectory with one: it is "
+            "neither a run nor a sweep", file=sys.stderr)
+      return 2
+  except (ValueError, OSError) as e:  # a bad metrics.jsonl line (named), an unwritable --out
+    print(f"error: {e}", file=sys.stderr)
     return 2
   for path in written:
     print(path)

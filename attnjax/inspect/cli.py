@@ -278,7 +278,7 @@ def inspect_example(workdir: str, index: int, args: argparse.Namespace) -> Inspe
   from attnjax.inspect.importance import head_importance  # pylint: disable=import-outside-toplevel
   # pylint: disable-next=import-outside-toplevel
   from attnjax.train import Checkpointer, create_model_and_state
-  from attnjax.train.steps import classification_loss  # pylint: disable=import-outside-toplevel
+  from attnjax.train import classification_loss  # pylint: disable=import-outside-toplevel
 
   try:
     config = ml_collections.ConfigDict(run_files.read_config(workdir))

@@ -24,7 +24,6 @@ Everything here works on parameter pytrees by path, so the model code is unchang
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import pathlib
@@ -35,6 +34,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+
+from attnjax.run_files import read_config
 
 #: LoRA targets: kernel name -> how many leading kernel dims are inputs.
 LORA_TARGETS = {"query": 1, "key": 1, "value": 1, "out": 2, "wi": 1, "wo": 1}
@@ -375,9 +376,7 @@ def initial_encoder(config: ml_collections.ConfigDict) -> tuple[dict, str] | Non
 
 
 def _saved_lora_scale(workdir: str) -> float:
-  with open(os.path.join(workdir, "config.json")) as f:
-    saved = ml_collections.ConfigDict(json.load(f))
-  return finetuning(saved).lora_scale
+  return finetuning(ml_collections.ConfigDict(read_config(workdir) or {})).lora_scale
 
 
 def overlay_encoder(params: dict, encoder: dict, source: str) -> dict:
@@ -435,8 +434,10 @@ def export_hf(workdir: str, out_dir: str) -> pathlib.Path:
   from attnjax import data as data_lib
   from attnjax.models import encoder_config
   from attnjax.pretrained import save_hf_encoder
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  saved = read_config(workdir)
+  if saved is None:
+    raise FileNotFoundError(f"{workdir!r} has no config.json: not an attnjax run")
+  config = ml_collections.ConfigDict(saved)
   info = data_lib.get_dataset_info(data_lib.resolve_data_config(config.data))
   from attnjax.train.tasks import model_vocab
   enc = encoder_config(config.model, vocab_size=model_vocab(config, info)[0],

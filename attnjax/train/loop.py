@@ -1,17 +1,21 @@
-"""``train_and_evaluate(config, workdir)``: the one training loop.
+"""``train_and_evaluate(config, workdir)``: the one training loop, in phases.
 
-Sections: task (``attnjax.train.tasks``: model, loss, eval sums and final metrics), fine-tuning
-options and parallel strategy from the config -> shapes via
-``jax.eval_shape`` -> workdir check -> restore (any strategy, falling back past unreadable
-checkpoints) or initialise in place -> train with periodic logging, evaluation,
-checkpoints, a NaN guard and preemption handling -> final evaluation, plots.
+1. Validate (``_validate``, for every phase; nothing is written): config values
+   (``config_checks``), data files, task (``attnjax.train.tasks``), fine-tuning options,
+   strategy, shapes via ``jax.eval_shape``, and the workdir (``workdir.validate_workdir``:
+   a saved run's model, task, labels, tokenizer and resume keys).
+2. Lock the workdir (``workdir.WorkdirLock``, process 0), then per phase (the
+   self-pretraining run, then the run itself): prepare the workdir (config.json,
+   parameters.json, tokenizer) -> restore (any strategy; unreadable checkpoints moved
+   aside) or initialise in place -> train with periodic logging, evaluation, checkpoints,
+   a NaN guard and SIGTERM/Ctrl-C handling -> finish (final metrics, plots).
+
+Checkpointer, metric writer and progress are closed on every exit by one ExitStack.
 """
-
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import signal
 import time
@@ -360,18 +364,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       the last good checkpoint).
   """
   check_config(config)  # the user's own keys named, before the phases derive theirs
+  is_main = jax.process_index() == 0
   workdir_lib.check_workdir(workdir)
-  workdir_lib.WorkdirLock.check_free(workdir)  # a busy workdir is refused at once
+  if is_main:  # a busy workdir is refused at once (other processes of a run never lock)
+    workdir_lib.WorkdirLock.check_free(workdir)
+  _check_initial_weights(config)
   plans = [_validate(c, w) for c, w in _phases(config, workdir)]
   result: dict = {}
   # Taken once, by process 0 (it alone writes the workdir's files); the self-pretraining
   # phase's directory lies inside the workdir.
-  with workdir_lib.WorkdirLock(workdir, enabled=jax.process_index() == 0):
+  with workdir_lib.WorkdirLock(workdir, enabled=is_main):
     for plan in plans:
       result = _run(plan)
       if result.get("preempted"):
         break
   return result
+
+
+def _check_initial_weights(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError if ``config.init.workdir`` has no checkpoint to start from (read
+  when the state is initialised, after the workdir is written)."""
+  path = (config.get("init") or {}).get("workdir")
+  if path and not workdir_lib.has_checkpoint(path):
+    raise ValueError(f"config.init.workdir={path!r}: no checkpoint in "
+                     f"{os.path.join(path, workdir_lib.CHECKPOINTS_DIR)} (not a trained attnjax "
+                     "run)")
 
 
 def _prepare(plan: _Plan, is_main: bool) -> None:

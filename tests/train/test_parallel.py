@@ -156,13 +156,16 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous(smoke_config, t
 
 def test_nan_policy_stop_names_the_step_and_skip_keeps_training(smoke_config, tmp_path):
   config = _config(smoke_config)
-  config.optimizer.learning_rate = 1e30  # finite (an infinite rate is refused), blows up at step 2
+  # Finite (an infinite rate is refused): step 1 has the warmup's rate 0, step 2 sends the
+  # parameters to ~1e30, and step 3's loss is NaN.
+  config.optimizer.learning_rate = 1e30
   config.optimizer.grad_clip_norm = 0.0
-  with pytest.raises(FloatingPointError, match=r"non-finite loss \(nan\) at step 2; the last "
+  with pytest.raises(FloatingPointError, match=r"non-finite loss \(nan\) at step 3; the last "
                      r"good checkpoint is step None"):
     train_and_evaluate(config, str(tmp_path / "stop"))
   config.train.nan_policy = "skip"
   final = train_and_evaluate(config, str(tmp_path / "skip"))
   assert np.isfinite(final["loss"])
   train = [r for r in read_metrics(str(tmp_path / "skip")) if r["split"] == "train"]
-  assert [r["skipped"] for r in train] == [1.0, 1.0, 1.0]
+  # Step 1 (rate 0) is applied; every later update is non-finite and skipped.
+  assert [r["skipped"] for r in train] == [0.0, 1.0, 1.0]
