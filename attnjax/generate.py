@@ -175,6 +175,9 @@ def generate(model: nn.Module, params: Any, inputs: Any, *, max_new_tokens: int,
   if dec.position == "learned" and needed > dec.max_length:
     raise ValueError(f"{what} = {needed} tokens exceed the model's max_length="
                      f"{dec.max_length} (learned positions)")
+  if dec.position == "learned" and cache_length > dec.max_length:
+    raise ValueError(f"cache_length={cache_length} exceeds the model's max_length="
+                     f"{dec.max_length} (learned positions)")
   k = num_beams if method == "beam" else 1
   options = dict(method=method, num_beams=k, length_penalty=float(length_penalty),
                  temperature=float(temperature), top_k=int(min(top_k, dec.vocab_size)),

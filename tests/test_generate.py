@@ -197,6 +197,8 @@ def test_bart_greedy_and_beam_match_transformers(bart):
     (dict(max_new_tokens=30), r"= 36 tokens exceed the model's max_length=32"),
     (dict(max_new_tokens=8, cache_length=10), r"= 14 tokens do not fit the cache of "
                                               "cache_length=10"),
+    (dict(max_new_tokens=4, cache_length=40), "cache_length=40 exceeds the model's "
+                                              "max_length=32"),
     (dict(max_new_tokens=4, method="nucleus"), "method='nucleus'"),
 ])
 def test_bad_arguments_get_one_line_errors(gpt2, kwargs, match):
