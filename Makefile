@@ -6,9 +6,15 @@ VENV ?= .venv
 ARGS ?=
 PYTEST_ARGS ?=
 
+# make run installs attnjax alone; make test adds the test extra and the tpu extra (libtpu,
+# ~700 MB: the TPU-topology compile tests; without it they are skipped).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(VENV)/bin/python -m pip install --quiet -e ".[test,tpu]"
 	touch $@
 
@@ -18,5 +24,5 @@ setup: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(VENV)/bin/python launch.py $(ARGS)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-test
 	$(VENV)/bin/python -m pytest -n 2 --dist worksteal -q -p no:cacheprovider --durations=20 $(PYTEST_ARGS)
