@@ -489,6 +489,43 @@ def _decoder_flops(enc: EncoderConfig, length: int, vocab: int, batch: int) -> f
   return stack + 3.0 * 2 * length * enc.hidden_size * vocab
 
 
+def _target_weights(batch: Batch, pad_id: int) -> jax.Array:
+  """float32 ``[batch, len]``: 1 for target tokens that count (not padding, and inside a
+  packed segment when the batch has ``segment_ids``)."""
+  weights = batch["targets"] != pad_id
+  if "segment_ids" in batch:
+    weights &= batch["segment_ids"] > 0
+  return weights.astype(jnp.float32)
+
+
+def _next_token_fns(pad_id: int, smoothing: float) -> tuple[LossFn, Callable]:
+  """``(loss_fn, eval_fn)`` of token cross-entropy on ``batch['targets']`` of a model that
+  maps the batch dict to logits ``[batch, len, vocab]`` (causal LM and seq2seq alike).
+
+  Eval sums: ``loss_sum`` (unsmoothed NLL), ``correct_sum``, ``token_sum``,
+  ``weight_sum`` (examples), and ``byte_sum`` when the batch counts ``num_bytes``.
+  """
+  def loss_fn(apply_fn, params, batch, rng):
+    logits = apply_fn({"params": params}, batch, deterministic=False, rngs={"dropout": rng})
+    weights = _target_weights(batch, pad_id)
+    loss, _, correct = _token_stats(logits, batch["targets"], weights,
+                                    label_smoothing=smoothing)
+    count = jnp.maximum(jnp.sum(weights), 1.0)
+    return jnp.sum(loss) / count, {"accuracy": jnp.sum(correct) / count}
+
+  def eval_fn(state: TrainState, batch: Batch) -> Sums:
+    logits = state.apply_fn({"params": state.params}, batch, deterministic=True)
+    row = batch["weight"].astype(jnp.float32)
+    weights = _target_weights(batch, pad_id) * row[:, None]
+    _, nll, correct = _token_stats(logits, batch["targets"], weights)
+    sums = {"loss_sum": jnp.sum(nll), "correct_sum": jnp.sum(correct),
+            "token_sum": jnp.sum(weights), "weight_sum": jnp.sum(row)}
+    if "num_bytes" in batch:
+      sums["byte_sum"] = jnp.sum(batch["num_bytes"].astype(jnp.float32) * row)
+    return sums
+  return loss_fn, eval_fn
+
+
 @register_task("causal_lm", metric="loss", mode="min")
 def causal_lm_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task:
   """Next-token prediction (GPT): cross-entropy over every target token.
@@ -502,32 +539,8 @@ def causal_lm_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task
   model = build_model(_model_name(config, "causal_lm"), config.model,
                       vocab_size=info.vocab_size, max_length=info.max_length,
                       pad_id=info.pad_id)
-  smoothing = float(config.train.get("label_smoothing", 0.0))
-
-  def weights_of(batch: Batch) -> jax.Array:
-    weights = batch["targets"] != info.pad_id
-    if "segment_ids" in batch:
-      weights &= batch["segment_ids"] > 0
-    return weights.astype(jnp.float32)
-
-  def loss_fn(apply_fn, params, batch, rng):
-    logits = apply_fn({"params": params}, batch, deterministic=False, rngs={"dropout": rng})
-    weights = weights_of(batch)
-    loss, _, correct = _token_stats(logits, batch["targets"], weights,
-                                    label_smoothing=smoothing)
-    count = jnp.maximum(jnp.sum(weights), 1.0)
-    return jnp.sum(loss) / count, {"accuracy": jnp.sum(correct) / count}
-
-  def eval_fn(state: TrainState, batch: Batch) -> Sums:
-    logits = state.apply_fn({"params": state.params}, batch, deterministic=True)
-    row = batch["weight"].astype(jnp.float32)
-    weights = weights_of(batch) * row[:, None]
-    _, nll, correct = _token_stats(logits, batch["targets"], weights)
-    sums = {"loss_sum": jnp.sum(nll), "correct_sum": jnp.sum(correct),
-            "token_sum": jnp.sum(weights), "weight_sum": jnp.sum(row)}
-    if "num_bytes" in batch:
-      sums["byte_sum"] = jnp.sum(batch["num_bytes"].astype(jnp.float32) * row)
-    return sums
+  loss_fn, eval_fn = _next_token_fns(info.pad_id,
+                                     float(config.train.get("label_smoothing", 0.0)))
 
   enc = model.config
   return Task(
@@ -555,23 +568,8 @@ def seq2seq_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task:
                       vocab_size=info.vocab_size, max_length=info.max_length,
                       pad_id=info.pad_id, target_length=target_length,
                       decoder_start_id=info.bos_id if info.bos_id >= 0 else None)
-  smoothing = float(config.train.get("label_smoothing", 0.0))
-
-  def loss_fn(apply_fn, params, batch, rng):
-    logits = apply_fn({"params": params}, batch, deterministic=False, rngs={"dropout": rng})
-    weights = (batch["targets"] != info.pad_id).astype(jnp.float32)
-    loss, _, correct = _token_stats(logits, batch["targets"], weights,
-                                    label_smoothing=smoothing)
-    count = jnp.maximum(jnp.sum(weights), 1.0)
-    return jnp.sum(loss) / count, {"accuracy": jnp.sum(correct) / count}
-
-  def eval_fn(state: TrainState, batch: Batch) -> Sums:
-    logits = state.apply_fn({"params": state.params}, batch, deterministic=True)
-    row = batch["weight"].astype(jnp.float32)
-    weights = (batch["targets"] != info.pad_id).astype(jnp.float32) * row[:, None]
-    _, nll, correct = _token_stats(logits, batch["targets"], weights)
-    return {"loss_sum": jnp.sum(nll), "correct_sum": jnp.sum(correct),
-            "token_sum": jnp.sum(weights), "weight_sum": jnp.sum(row)}
+  loss_fn, eval_fn = _next_token_fns(info.pad_id,
+                                     float(config.train.get("label_smoothing", 0.0)))
 
   enc = model.config
   batch = int(config.train.batch_size)
