@@ -16,8 +16,12 @@ block (Rabe & Staats 2021; Dao et al. 2022, FlashAttention-2's loop order):
 * blocks that causal, window, length and segment-id masks make entirely empty are not
   visited: the loops run over a computed ``[lo, hi)`` range, so a window of width ``w``
   costs ``O(T * (w + block))``, not ``O(T * S)``, and packed sequences cost the sum of
-  their squares; with a sparsity pattern (``patterns.py``)
-  they run over a static list of the blocks the pattern leaves live;
+  their squares; with a sparsity pattern (``patterns.py``) or a ``mask_fn``
+  (``masks.py``) they run over the block layout (``block_states``: computed at trace
+  time when static, else at run time), visiting non-empty blocks only and evaluating
+  the pattern / ``mask_fn`` on partial ones only;
+* with a traced ``q_offset`` (cached decoding) the bounds and layouts are dynamic;
+* inside ``shard_map`` loop carries take the inputs' varying manual axes;
 * any ``T`` and ``S``: inputs are padded to block multiples and padded keys masked.
 """
 

@@ -96,32 +96,27 @@ def document_mask(segment_ids: Any, kv_segment_ids: Any = None) -> MaskFn:
   return mask
 
 
-def and_masks(*mask_fns: MaskFn) -> MaskFn:
-  """The intersection of masks (a key is kept when every mask keeps it)."""
+def _combine(name: str, op: Callable[[Any, Any], Any], mask_fns: tuple) -> MaskFn:
   if not mask_fns:
-    raise ValueError("and_masks: needs at least one mask_fn")
+    raise ValueError(f"{name}: needs at least one mask_fn")
 
   def mask(batch, head, q_idx, kv_idx):
     out = mask_fns[0](batch, head, q_idx, kv_idx)
     for fn in mask_fns[1:]:
-      out = out & fn(batch, head, q_idx, kv_idx)
+      out = op(out, fn(batch, head, q_idx, kv_idx))
     return out
 
   return mask
+
+
+def and_masks(*mask_fns: MaskFn) -> MaskFn:
+  """The intersection of masks (a key is kept when every mask keeps it)."""
+  return _combine("and_masks", jnp.logical_and, mask_fns)
 
 
 def or_masks(*mask_fns: MaskFn) -> MaskFn:
   """The union of masks (a key is kept when any mask keeps it)."""
-  if not mask_fns:
-    raise ValueError("or_masks: needs at least one mask_fn")
-
-  def mask(batch, head, q_idx, kv_idx):
-    out = mask_fns[0](batch, head, q_idx, kv_idx)
-    for fn in mask_fns[1:]:
-      out = out | fn(batch, head, q_idx, kv_idx)
-    return out
-
-  return mask
+  return _combine("or_masks", jnp.logical_or, mask_fns)
 
 
 # ------------------------------------------------------------------ conversion
