@@ -78,7 +78,9 @@ class MaskedLanguageModel(nn.Module):
   ) -> jax.Array:
     """Returns float32 logits ``[batch, seq, vocab]`` for ``input_ids`` ``[batch, seq]``.
 
-    ``input_ids`` may be the batch dict (``inputs``, optionally ``token_type_ids``).
+    ``input_ids`` may be the batch dict (``inputs``, optionally ``token_type_ids``, and
+    ``segment_ids`` / ``positions`` of packed rows: attention stays within each sequence
+    and positions restart).
 
     Inputs with more leading axes (``[batch, towers, seq]``) are encoded row by row and
     give logits of the same leading shape.
@@ -96,7 +98,9 @@ class MaskedLanguageModel(nn.Module):
     token_type_ids = flat(token_type_ids)
     encoder = Encoder(self.config, name="encoder")
     hidden, _ = encoder(input_ids, attention_mask=attention_mask,
-                        token_type_ids=token_type_ids, deterministic=deterministic)
+                        token_type_ids=token_type_ids, positions=flat(arrays.get("positions")),
+                        segment_ids=flat(arrays.get("segment_ids")),
+                        deterministic=deterministic)
     hidden = hidden[:, hidden.shape[1] - input_ids.shape[1]:]
     # Tying: read the table the encoder owns instead of creating a second [vocab, D] matrix.
     table = encoder.variables["params"]["embeddings"]["word_embeddings"]["embedding"]

@@ -424,11 +424,16 @@ def masked_lm_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task
     correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
     return nll * weights, correct * weights
 
+  def packing(batch: Batch) -> Batch:
+    """Packed rows' segment ids and positions (``config.data.pack``), for the encoder."""
+    return {k: batch[k].reshape(-1, info.max_length) for k in ("segment_ids", "positions")
+            if k in batch}
+
   def loss_fn(apply_fn, params, batch, rng):
     mask_rng, dropout_rng = jax.random.split(rng)
     inputs, targets, weights = bert_masking(mask_rng, rows(batch)[0], **masking)
-    logits = apply_fn({"params": params}, inputs, deterministic=False,
-                      rngs={"dropout": dropout_rng})
+    logits = apply_fn({"params": params}, {"inputs": inputs, **packing(batch)},
+                      deterministic=False, rngs={"dropout": dropout_rng})
     nll, correct = token_stats(logits, targets, weights)
     count = jnp.maximum(jnp.sum(weights), 1.0)
     return jnp.sum(nll) / count, {"accuracy": jnp.sum(correct) / count}
@@ -439,7 +444,8 @@ def masked_lm_task(config: ml_collections.ConfigDict, info: DatasetInfo) -> Task
     inputs, targets, weights = jax.vmap(
         lambda k, row: bert_masking(k, row, **masking))(keys, ids)
     weights = weights * row_weight.astype(jnp.float32)[:, None]
-    logits = state.apply_fn({"params": state.params}, inputs, deterministic=True)
+    logits = state.apply_fn({"params": state.params}, {"inputs": inputs, **packing(batch)},
+                            deterministic=True)
     nll, correct = token_stats(logits, targets, weights)
     return {"loss_sum": jnp.sum(nll), "correct_sum": jnp.sum(correct),
             "token_sum": jnp.sum(weights), "weight_sum": jnp.sum(batch["weight"])}

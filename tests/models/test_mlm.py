@@ -126,3 +126,21 @@ def test_masked_lm_loss_averages_over_selected_positions():
   expected = -(logp[0, 0, 1] + logp[0, 2, 4] + logp[1, 1, 3]) / 3
   np.testing.assert_allclose(masked_lm_loss(logits, targets, weights), expected, rtol=1e-6)
   assert float(masked_lm_loss(logits, targets, jnp.zeros_like(weights))) == 0.0
+
+
+def test_packed_rows_attend_within_each_sequence():
+  """Two sequences packed in one row give each sequence's logits alone (segment ids and
+  restarted positions through the encoder)."""
+  cfg = EncoderConfig(vocab_size=30, max_length=8, hidden_size=16, num_layers=2,
+                      num_heads=2, mlp_dim=32, dropout_rate=0.0, add_cls_token=False)
+  model = MaskedLanguageModel(cfg)
+  a, b = [5, 6, 7], [8, 9, 10, 11]
+  row = {"inputs": jnp.array([a + b + [0]]),
+         "segment_ids": jnp.array([[1, 1, 1, 2, 2, 2, 2, 0]]),
+         "positions": jnp.array([[0, 1, 2, 0, 1, 2, 3, 0]])}
+  params = model.init(jax.random.PRNGKey(0), row)["params"]
+  packed = model.apply({"params": params}, row)
+  alone_a = model.apply({"params": params}, jnp.array([a]))
+  alone_b = model.apply({"params": params}, jnp.array([b]))
+  np.testing.assert_allclose(packed[0, :3], alone_a[0], atol=1e-5)
+  np.testing.assert_allclose(packed[0, 3:7], alone_b[0], atol=1e-5)
