@@ -157,6 +157,8 @@ REFUSED_FRESH = [
      r"config.train.num_steps=0: expected an integer >= 1"),
     ("nan_policy", _set("train.nan_policy", "ignore"), None,
      r"config.train.nan_policy='ignore': expected one of \['stop', 'skip', 'off'\]"),
+    ("init_workdir_without_checkpoint", _set("init.workdir", "/no/such/run"), None,
+     r"config.init.workdir='/no/such/run': no checkpoint in /no/such/run/checkpoints"),
     ("checkpoints_is_a_file", None, _checkpoints_file,
      r"checkpoints' is a file; it must be a directory"),
     ("metrics_without_config", None, _foreign_metrics,
@@ -314,7 +316,8 @@ def test_resume_rule_for_num_steps(tmp_path, data_dir, schedule, refused):
 _VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10 ** 12, 10 ** 12),
                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
                     st.lists(st.integers(), max_size=2),
-                    st.dictionaries(st.text(max_size=2), st.integers(), max_size=1))
+                    # (a ConfigDict key cannot hold a '.')
+                    st.dictionaries(st.text("abc", max_size=2), st.integers(), max_size=1))
 
 
 _SMOKE = ml_collections.ConfigDict(default_config.get_config("smoke").to_dict(),

@@ -368,8 +368,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir_lib.check_workdir(workdir)
   if is_main:  # a busy workdir is refused at once (other processes of a run never lock)
     workdir_lib.WorkdirLock.check_free(workdir)
+  phases = _phases(config, workdir)  # refuses self-pretraining with initial weights
   _check_initial_weights(config)
-  plans = [_validate(c, w) for c, w in _phases(config, workdir)]
+  plans = [_validate(c, w) for c, w in phases]
   result: dict = {}
   # Taken once, by process 0 (it alone writes the workdir's files); the self-pretraining
   # phase's directory lies inside the workdir.
