@@ -1,7 +1,7 @@
 """The train step of a config from abstract shapes: for export and compiles without data.
 
 Builds exactly what ``loop.train_and_evaluate`` trains (``loop.create_setup``,
-``steps.make_train_step``, ``parallel.build_strategy`` and the strategy's compiled step)
+``loop.build_step_fn``, ``parallel.build_strategy`` and the strategy's compiled step)
 from a config and a :class:`~attnjax.data.DatasetInfo`, with every array a
 ``jax.ShapeDtypeStruct``: ``jax.export.export(step, platforms=['cuda'])(state, batch)``
 lowers it for another platform, ``step.trace(state, batch).lower(...)`` compiles it for a
@@ -14,14 +14,11 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from attnjax.data import DatasetInfo
-from attnjax.train import finetune as finetune_lib
-from attnjax.train.loop import create_setup
+from attnjax.train.loop import build_step_fn, create_setup
 from attnjax.train.parallel import Strategy, build_strategy
-from attnjax.train.steps import make_train_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,12 +60,7 @@ def abstract_train_step(config: ml_collections.ConfigDict, info: DatasetInfo, *,
   strategy = build_strategy(config.parallel, global_batch_size=config.train.batch_size,
                             devices=devices)
   abstract_state = jax.eval_shape(setup.init_state, jax.random.PRNGKey(0))
-  trainable = finetune_lib.trainable_mask(abstract_state.params, setup.finetuning,
-                                          setup.task.encoder.num_layers)
-  step_fn = make_train_step(setup.schedule, label_smoothing=config.train.label_smoothing,
-                            microbatches=config.train.microbatches,
-                            nan_policy=config.train.nan_policy, loss_fn=setup.task.loss_fn,
-                            trainable=trainable)
+  step_fn, _ = build_step_fn(config, setup, abstract_state.params)
   step = strategy.compile_train_step(step_fn, abstract_state)
   shardings = strategy.state_shardings(abstract_state)
   state = jax.tree_util.tree_map(
@@ -76,9 +68,8 @@ def abstract_train_step(config: ml_collections.ConfigDict, info: DatasetInfo, *,
       shardings)
   b = config.train.batch_size
   batch_sharding = strategy.batch_sharding()
-  batch = {
-      "inputs": jax.ShapeDtypeStruct((b, *info.input_shape), jnp.int32, sharding=batch_sharding),
-      "label": jax.ShapeDtypeStruct((b,), jnp.int32, sharding=batch_sharding),
-  }
+  # The dataset's own features (what its pipeline delivers), with the batch axis.
+  batch = {k: jax.ShapeDtypeStruct((b, *f.shape), f.dtype, sharding=batch_sharding)
+           for k, f in info.features.items()}
   num_params = sum(x.size for x in jax.tree_util.tree_leaves(abstract_state.params))
   return AbstractStep(step, state, batch, strategy, int(num_params), setup.init_state)

@@ -94,6 +94,18 @@ def create_setup(config: ml_collections.ConfigDict, info: data_lib.DatasetInfo) 
   return Setup(task, ft, init_state, schedule)
 
 
+def build_step_fn(config: ml_collections.ConfigDict, setup: Setup, params: Any
+                  ) -> tuple[Callable, Any]:
+  """The pure train step of ``setup`` (the task's loss, fine-tuning's frozen leaves) and
+  its trainable mask (None when everything trains); ``params`` may be shapes."""
+  trainable = finetune_lib.trainable_mask(params, setup.finetuning,
+                                          setup.task.model.param_groups)
+  step_fn = make_train_step(setup.schedule, loss_fn=setup.task.loss_fn,
+                            microbatches=config.train.microbatches,
+                            nan_policy=config.train.nan_policy, trainable=trainable)
+  return step_fn, trainable
+
+
 def create_model_and_state(config: ml_collections.ConfigDict, info: data_lib.DatasetInfo):
   """Builds the model, optimizer and the function that initialises the TrainState.
 
@@ -325,12 +337,8 @@ def _validate(config: ml_collections.ConfigDict, workdir: str) -> _Plan:
   strategy: Strategy = build_strategy(config.parallel, global_batch_size=config.train.batch_size)
   rng = jax.random.PRNGKey(config.seed)
   abstract_state = jax.eval_shape(setup.init_state, rng)
-  trainable = finetune_lib.trainable_mask(abstract_state.params, setup.finetuning,
-                                          task.model.param_groups)
+  step_fn, trainable = build_step_fn(config, setup, abstract_state.params)
   counts = finetune_lib.parameter_counts(abstract_state.params, trainable)
-  step_fn = make_train_step(setup.schedule, loss_fn=task.loss_fn,
-                            microbatches=config.train.microbatches,
-                            nan_policy=config.train.nan_policy, trainable=trainable)
   flops_per_step = task.flops_per_example * config.train.batch_size
   evaluators_lib.eval_specs(config)  # a bad config.evals fails before anything is written
   workdir_lib.validate_workdir(workdir, config, counts["total"])

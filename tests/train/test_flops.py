@@ -7,7 +7,7 @@ import pytest
 from attnjax.layers import EncoderConfig
 from attnjax.models import SequenceClassifier
 from attnjax.train.flops import forward_flops_per_sequence, peak_flops_per_device, train_flops_per_step
-from attnjax.train.steps import classification_loss
+from attnjax.train.tasks import classification_loss
 
 
 @pytest.mark.parametrize("num_kv_heads", [None, 2])
