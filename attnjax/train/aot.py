@@ -14,7 +14,6 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from attnjax.data import DatasetInfo
@@ -32,11 +31,13 @@ class AbstractStep:
     step: ``step(state, batch) -> (state, metrics)`` as the strategy compiles it (a
       ``jax.jit`` object for 'jit' and 'mesh').
     state: the TrainState as ``ShapeDtypeStruct`` leaves (with shardings under 'mesh').
-    batch: ``{'inputs', 'label'}`` as ``ShapeDtypeStruct`` (global batch).
+    batch: the dataset's features (``info.dummy_batch``) as ``ShapeDtypeStruct`` (global
+      batch).
     strategy: the strategy (mesh, placement).
     num_params: parameter count.
     init_state: the loop's pure ``init_state(rng) -> TrainState`` (to run the step too:
       ``strategy.init_state(init_state, jax.eval_shape(init_state, rng), rng)``).
+    flops_per_step: the task's matmul FLOPs of one step (forward + backward), for MFU.
   """
 
   step: Callable[..., Any]
@@ -45,6 +46,7 @@ class AbstractStep:
   strategy: Strategy
   num_params: int
   init_state: Callable[[jax.Array], Any]
+  flops_per_step: float
 
 
 def abstract_train_step(config: ml_collections.ConfigDict, info: DatasetInfo, *,
@@ -64,11 +66,10 @@ def abstract_train_step(config: ml_collections.ConfigDict, info: DatasetInfo, *,
                             devices=devices)
   abstract_state = jax.eval_shape(setup.init_state, jax.random.PRNGKey(0))
   trainable = finetune_lib.trainable_mask(abstract_state.params, setup.finetuning,
-                                          setup.task.encoder.num_layers)
-  step_fn = make_train_step(setup.schedule, label_smoothing=config.train.label_smoothing,
+                                          setup.task.model.param_groups)
+  step_fn = make_train_step(setup.schedule, loss_fn=setup.task.loss_fn,
                             microbatches=config.train.microbatches,
-                            nan_policy=config.train.nan_policy, loss_fn=setup.task.loss_fn,
-                            trainable=trainable)
+                            nan_policy=config.train.nan_policy, trainable=trainable)
   step = strategy.compile_train_step(step_fn, abstract_state)
   shardings = strategy.state_shardings(abstract_state)
   state = jax.tree_util.tree_map(
@@ -76,9 +77,9 @@ def abstract_train_step(config: ml_collections.ConfigDict, info: DatasetInfo, *,
       shardings)
   b = config.train.batch_size
   batch_sharding = strategy.batch_sharding()
-  batch = {
-      "inputs": jax.ShapeDtypeStruct((b, *info.input_shape), jnp.int32, sharding=batch_sharding),
-      "label": jax.ShapeDtypeStruct((b,), jnp.int32, sharding=batch_sharding),
-  }
+  # The dataset's declared features (inputs, label, ...), as the pipeline yields them.
+  batch = {k: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=batch_sharding)
+           for k, x in info.dummy_batch(b).items()}
   num_params = sum(x.size for x in jax.tree_util.tree_leaves(abstract_state.params))
-  return AbstractStep(step, state, batch, strategy, int(num_params), setup.init_state)
+  return AbstractStep(step, state, batch, strategy, int(num_params), setup.init_state,
+                      setup.task.flops_per_example * b)

@@ -76,8 +76,9 @@ def test_sequence_axis_from_the_config_gives_the_losses_of_one_device():
   info = DatasetInfo("digits", vocab_size=17, max_length=63, num_classes=10, num_train=1,
                      num_eval=1)
   rng = np.random.default_rng(0)
-  batch = {"inputs": rng.integers(1, 17, (8, 63)).astype(np.int32),
-           "label": rng.integers(0, 10, (8,)).astype(np.int32)}
+  batch = info.dummy_batch(8)
+  batch["inputs"] = rng.integers(1, 17, batch["inputs"].shape).astype(np.int32)
+  batch["label"] = rng.integers(0, 10, batch["label"].shape).astype(batch["label"].dtype)
   batch["inputs"][0, 40:] = 0  # padding: the key mask travels with the keys
   losses, texts = [], []
   for strategy, data, sequence in (("jit", 1, 1), ("mesh", 2, 4)):
