@@ -29,11 +29,13 @@ class AbstractStep:
     step: ``step(state, batch) -> (state, metrics)`` as the strategy compiles it (a
       ``jax.jit`` object for 'jit' and 'mesh').
     state: the TrainState as ``ShapeDtypeStruct`` leaves (with shardings under 'mesh').
-    batch: ``{'inputs', 'label'}`` as ``ShapeDtypeStruct`` (global batch).
+    batch: the dataset's features (``info.dummy_batch``) as ``ShapeDtypeStruct`` (global
+      batch).
     strategy: the strategy (mesh, placement).
     num_params: parameter count.
     init_state: the loop's pure ``init_state(rng) -> TrainState`` (to run the step too:
       ``strategy.init_state(init_state, jax.eval_shape(init_state, rng), rng)``).
+    flops_per_step: the task's matmul FLOPs of one step (forward + backward), for MFU.
   """
 
   step: Callable[..., Any]
@@ -42,6 +44,7 @@ class AbstractStep:
   strategy: Strategy
   num_params: int
   init_state: Callable[[jax.Array], Any]
+  flops_per_step: float
 
 
 def abstract_train_step(config: ml_collections.ConfigDict, info: DatasetInfo, *,
@@ -72,4 +75,5 @@ def abstract_train_step(config: ml_collections.ConfigDict, info: DatasetInfo, *,
   batch = {k: jax.ShapeDtypeStruct((b, *f.shape), f.dtype, sharding=batch_sharding)
            for k, f in info.features.items()}
   num_params = sum(x.size for x in jax.tree_util.tree_leaves(abstract_state.params))
-  return AbstractStep(step, state, batch, strategy, int(num_params), setup.init_state)
+  return AbstractStep(step, state, batch, strategy, int(num_params), setup.init_state,
+                      setup.task.flops_per_example * b)

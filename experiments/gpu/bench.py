@@ -6,7 +6,8 @@ Measures, in bfloat16 on one GPU (see experiments/gpu/README.md):
   attnjax's automatic choice, cuDNN, Pallas (Triton) and chunked paths at B2 N32 T4096
   D128, causal and not;
 * a causal sliding window of 1,024 at T=32,768 (B1 N32 D128);
-* BERT-base (seq 512, batch 32) training steps/s and MFU (the train loop's own step);
+* BERT-base (seq 512, batch 32) training steps/s and MFU (the train loop's own step and
+  the task's FLOPs);
 * cached decoding tokens/s through ``attnjax.generate.generate`` when it exists.
 
 Attention FLOPs count the two matmuls (``4 B N T S D``, halved for causal, ``S`` the window
@@ -21,6 +22,7 @@ convention). A path that refuses a call is listed with its reason, not timed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -97,7 +99,9 @@ def attention_rows(shape: tuple[int, int, int, int], causal: bool, window: int |
                for p in ("fwd", "fwd+bwd")]
       continue
     try:
-      with dispatch.target("gpu", compute_capability=None if not dry_run else (9, 0)):
+      # On the GPU the default target (with its real generation); dry runs as Hopper.
+      ctx = dispatch.target("gpu", compute_capability=(9, 0)) if dry_run else contextlib.nullcontext()
+      with ctx:
         choice = None if path == "jax.nn cudnn" else _explain(args, _options(path, causal, window))
         for passes, f, mult in (("fwd", fn, 1.0), ("fwd+bwd", _fwd_bwd(fn), 3.5)):
           row = dict(base, passes=passes, implementation=choice.name if choice else "cudnn")
@@ -135,8 +139,6 @@ def bert_base_row(dry_run: bool, tiny: bool, steps: int) -> dict:
   from attnjax.data import DatasetInfo  # pylint: disable=import-outside-toplevel
   from attnjax.train import aot  # pylint: disable=import-outside-toplevel
   from attnjax.train.flops import peak_flops_per_device  # pylint: disable=import-outside-toplevel
-  from attnjax.train.flops import train_flops_per_step  # pylint: disable=import-outside-toplevel
-  from attnjax.train.loop import create_setup  # pylint: disable=import-outside-toplevel
   c = tpu_memory.bert_base_config(1, 1, 1)
   c.parallel.strategy = "jit"
   c.model.scan_layers = False
@@ -147,9 +149,7 @@ def bert_base_row(dry_run: bool, tiny: bool, steps: int) -> dict:
     info = DatasetInfo("tiny_63", vocab_size=1000, max_length=63, num_classes=2,
                        num_train=1, num_eval=1)
   s = aot.abstract_train_step(c, info)
-  encoder = create_setup(c, info).task.encoder
-  flops = train_flops_per_step(encoder, info.num_classes, info.max_length + 1,
-                               c.train.batch_size)
+  flops = s.flops_per_step
   row = dict(bench="bert_base_train", batch=c.train.batch_size, seq=info.max_length + 1,
              params=s.num_params, flops_per_step=flops)
   if dry_run:
@@ -159,10 +159,10 @@ def bert_base_row(dry_run: bool, tiny: bool, steps: int) -> dict:
   rng = jax.random.PRNGKey(0)
   state = s.strategy.init_state(s.init_state, jax.eval_shape(s.init_state, rng), rng)
   gen = np.random.default_rng(0)
-  batch = s.strategy.put_batch({
-      "inputs": gen.integers(1, info.vocab_size, (c.train.batch_size, info.max_length)
-                             ).astype(np.int32),
-      "label": gen.integers(0, 2, (c.train.batch_size,)).astype(np.int32)})
+  host = info.dummy_batch(c.train.batch_size)
+  host["inputs"] = gen.integers(1, info.vocab_size, host["inputs"].shape).astype(np.int32)
+  host["label"] = gen.integers(0, 2, host["label"].shape).astype(host["label"].dtype)
+  batch = s.strategy.put_batch(host)
   state, metrics = s.step(state, batch)  # compile
   jax.block_until_ready(metrics)
   t0 = time.perf_counter()

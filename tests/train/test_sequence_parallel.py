@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from attnjax import kernels
+from attnjax.kernels import dispatch
 from attnjax.kernels import ring
 
 AUTO = jax.sharding.AxisType.Auto
@@ -27,9 +28,14 @@ def _loss(q, k, v, mask, causal, implementation=None):
   return jnp.sum(out * jnp.cos(out))
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_ring_attention_equals_one_device_forward_and_backward(causal):
+@pytest.mark.parametrize("causal,shard_kernel", [(False, "xla"), (True, "xla"),
+                                                 (True, "chunked")])
+def test_ring_attention_equals_one_device_forward_and_backward(causal, shard_kernel,
+                                                               monkeypatch):
   assert jax.device_count() == 8
+  if shard_kernel == "chunked":  # every shard pair on the chunked kernel inside shard_map
+    monkeypatch.setattr(dispatch, "CPU_CHUNKED_MIN_LOGIT_BYTES", 0)
+    jax.clear_caches()  # the ring program traced with dense shards is cached otherwise
   q, k, v, mask = _inputs()
   grad = jax.value_and_grad(_loss, argnums=(0, 1, 2))
   want_loss, want_grads = grad(q, k, v, mask, causal, "xla")
@@ -41,6 +47,7 @@ def test_ring_attention_equals_one_device_forward_and_backward(causal):
     text = fn.lower(q, k, v, mask).as_text()
   assert choice.name == "ring" and "sequence" in choice.reason
   assert "collective_permute" in text  # keys and values travel around the ring
+  assert ("stablehlo.while" in text) == (shard_kernel == "chunked")
   np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
   for g, w in zip(grads, want_grads):
     np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-5)
@@ -76,8 +83,9 @@ def test_sequence_axis_from_the_config_gives_the_losses_of_one_device():
   info = DatasetInfo("digits", vocab_size=17, max_length=63, num_classes=10, num_train=1,
                      num_eval=1)
   rng = np.random.default_rng(0)
-  batch = {"inputs": rng.integers(1, 17, (8, 63)).astype(np.int32),
-           "label": rng.integers(0, 10, (8,)).astype(np.int32)}
+  batch = info.dummy_batch(8)
+  batch["inputs"] = rng.integers(1, 17, batch["inputs"].shape).astype(np.int32)
+  batch["label"] = rng.integers(0, 10, batch["label"].shape).astype(batch["label"].dtype)
   batch["inputs"][0, 40:] = 0  # padding: the key mask travels with the keys
   losses, texts = [], []
   for strategy, data, sequence in (("jit", 1, 1), ("mesh", 2, 4)):
