@@ -12,8 +12,9 @@ Launch (CPU; see experiments/generation/README.md for the measured scores):
   python experiments/generation/summarization_baseline.py   # "the function's name in words"
 
 Options (``key=value`` separated by commas): ``steps``, ``layers``, ``width``,
-``max_length`` (source tokens), ``target_length``, ``vocab``, ``batch``, ``lr``,
-``beams``, ``decode_examples``, ``smoke``.
+``max_length`` (source tokens: the signature and the start of the body), ``target_length``,
+``vocab``, ``batch``, ``lr``, ``beams``, ``decode_examples`` (0 = the whole test split),
+``smoke``.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ def decode_evals(config: ml_collections.ConfigDict, *, every: int, beams: int,
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Returns the code summarisation experiment (see the module docstring for ``arg``)."""
-  args = parse_arg(arg, steps=1500, layers=2, width=192, max_length=128, target_length=24,
-                   vocab=4096, batch=16, lr=1e-3, beams=4, decode_examples=300, smoke=False)
+  args = parse_arg(arg, steps=2500, layers=2, width=192, max_length=64, target_length=24,
+                   vocab=4096, batch=32, lr=1e-3, beams=4, decode_examples=0, smoke=False)
   config = default_config.get_config()
   config.name = "code_summarization"
 
