@@ -108,7 +108,7 @@ def test_masked_lm_eval_masking_is_per_example(mlm_config):
 def test_unknown_task_and_masked_lm_without_mask_token(smoke_config):
   info = data_lib.get_dataset_info(smoke_config.data)
   smoke_config.task.name = "ranking"
-  with pytest.raises(ValueError, match="unknown task 'ranking'; known tasks: classification"):
+  with pytest.raises(ValueError, match="unknown task 'ranking'; known tasks: causal_lm, classification, masked_lm, regression, seq2seq"):
     tasks_lib.build_task(smoke_config, info)
   smoke_config.task.name = "masked_lm"
   with pytest.raises(ValueError, match="needs a dataset with a mask token"):
